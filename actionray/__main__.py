@@ -1,0 +1,5 @@
+import sys
+
+from actionray.cli import main
+
+sys.exit(main())
