@@ -274,7 +274,8 @@ def _resolve_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
     cfg.eval.output_dir = absolute(cfg.eval.output_dir)
     if cfg.tracking.uri is None:
         cfg.tracking.uri = f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-    if cfg.tracking.artifact_location is None:
+    # A tracking server picks its own (proxied) artifact store; a local folder would be per node on a cluster.
+    if cfg.tracking.artifact_location is None and not cfg.tracking.uri.startswith(("http://", "https://")):
         cfg.tracking.artifact_location = str(Path.cwd().resolve() / "mlartifacts")
     return cfg
 
@@ -290,10 +291,25 @@ def build_config(tree: dict[str, Any], overrides: list[str] | None = None, *, so
     return _resolve_paths(cfg, base_dir or Path.cwd())
 
 
+# What ``actionray train`` runs without a CONFIG: the TSN demo (configs/demo_tsn.yaml) on generated videos,
+# written to ./demo_data on first use. Small enough for a laptop CPU; the field defaults above stay the
+# paper-scale values (ResNet-50, 224 px) that the reference configs build on.
+EMBEDDED_DEFAULTS: dict[str, Any] = {
+    "name": "demo",
+    "model": {"backbone": "resnet18", "dropout": 0.2, "fc_init_std": 0.01},
+    "data": {"train_list": "demo_data/train.txt", "val_list": "demo_data/val.txt", "num_classes": 8,
+             "input_size": 112, "scale_size": 128, "multiscale_offsets": 5, "flip": False,
+             "synth": {"out_dir": "demo_data"}},
+    "optim": {"lr": 0.01, "weight_decay": 1e-4},
+    "schedule": {"name": "cosine", "warmup_epochs": 1, "eta_min": 1e-4},
+    "train": {"epochs": 8},
+}
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a YAML experiment config (None = embedded defaults) and apply ``a.b=c`` overrides."""
+    """Load a YAML experiment config (None = embedded demo defaults) and apply ``a.b=c`` overrides."""
     if path is None:
-        return build_config({}, overrides, source="<embedded defaults>")
+        return build_config(copy.deepcopy(EMBEDDED_DEFAULTS), overrides, source="<embedded defaults>")
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")

@@ -1,0 +1,96 @@
+"""``actionray train | eval | aggregate | ui``: training runs, multi-view tests, score fusion, the MLflow UI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _add_config(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("config", nargs=None if required else "?", default=None,
+                        help="experiment YAML (configs/*.yaml)" + ("" if required else
+                                                                    "; omitted = the embedded demo defaults"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=0.01 (repeatable)")
+
+
+def register(subparsers) -> None:
+    """Add the train, eval, aggregate and ui commands."""
+    p = subparsers.add_parser("train", help="train a model on Ray Train (local or RAY_ADDRESS cluster)")
+    _add_config(p, required=False)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the latest run of this config (or train.run_name) from its last checkpoint")
+    p.set_defaults(handler=_train)
+
+    p = subparsers.add_parser("eval", help="multi-view test of a checkpoint as Ray Data batch inference")
+    _add_config(p, required=True)
+    p.add_argument("--checkpoint", help="our checkpoint folder/state.pt; default: model.reference_checkpoint")
+    p.add_argument("--reference-layout", default=None,
+                   help="load --checkpoint as a published reference checkpoint with this key layout (e.g. auto)")
+    p.add_argument("--views", default=None, metavar="CLIPSxCROPS", help="e.g. 1x1 or 10x3 (default: eval.*)")
+    p.add_argument("--output", default=None, help="Parquet file for per-video per-view scores")
+    p.set_defaults(handler=_eval)
+
+    p = subparsers.add_parser("aggregate", help="combine several score files and report accuracy")
+    p.add_argument("scores", nargs="+", help="Parquet score files written by `actionray eval`")
+    p.add_argument("--combine", choices=["mean_prob", "max"], default="mean_prob")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI to log the result to (default: embedded)")
+    p.add_argument("--no-tracking", action="store_true")
+    p.set_defaults(handler=_aggregate)
+
+    p = subparsers.add_parser("ui", help="serve the MLflow UI on the embedded tracking store")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--backend-store-uri", default=None, help="default: sqlite:///<cwd>/mlflow.db")
+    p.set_defaults(handler=_ui)
+
+
+def _load(args):
+    from actionray.platform.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def _train(args) -> int:
+    from actionray.platform.train import fit
+
+    summary = fit(_load(args), resume=args.resume)
+    final = summary.get("final", {})
+    print(json.dumps({k: summary.get(k) for k in ("run_name", "run_path", "best_checkpoint", "mlflow_run_id")}
+                     | {"best": summary.get("best"), "final": {k: v for k, v in final.items()
+                                                               if isinstance(v, (int, float))}}, indent=2))
+    return 0
+
+
+def _eval(args) -> int:
+    from actionray.platform.evaluate import evaluate, parse_views
+
+    cfg = _load(args)
+    clips, crops = parse_views(args.views) if args.views else (cfg.eval.clips, cfg.eval.crops)
+    report = evaluate(cfg, checkpoint=args.checkpoint, reference_layout=args.reference_layout, clips=clips,
+                      crops=crops, output=args.output)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _aggregate(args) -> int:
+    from actionray.platform.evaluate import aggregate
+
+    report = aggregate(args.scores, combine=args.combine, tracking_uri=args.tracking_uri,
+                       tracking=not args.no_tracking)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _ui(args) -> int:
+    import os
+    import subprocess
+    from pathlib import Path
+
+    uri = args.backend_store_uri or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--artifacts-destination",
+               str(Path.cwd().resolve() / "mlartifacts"), "--host", args.host, "--port", str(args.port),
+               "--workers", "1"]
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", flush=True)
+    return subprocess.call(command, env=os.environ.copy())

@@ -1,0 +1,76 @@
+"""List files: the first step of the data path.
+
+list file -> ``VideoRecord`` rows -> sampled frame indices (sampling.py) -> decoded uint8 clip (decode.py)
+-> transforms (transforms.py) -> Ray Data batch (pipeline.py) -> model.
+
+A line is TSN-style ``path num_frames label`` (whitespace separated, label = last column, 0-based), or the
+two-column ``path label`` form used by MMAction2's VideoDataset, where ``num_frames = -1`` means "count the
+frames when the video is opened". Relative paths are joined onto ``root`` (or the list file's folder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ListFormatError", "VideoRecord", "read_list", "UNKNOWN_FRAMES"]
+
+UNKNOWN_FRAMES = -1  # two-column lines: the frame count is taken from the video at load time
+
+
+class ListFormatError(ValueError):
+    """A list file line that cannot be used; the message names ``file:line`` and what is wrong."""
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One list line: absolute ``path``, ``num_frames`` (-1 = unknown), 0-based ``label``, 1-based ``line``."""
+
+    path: str
+    num_frames: int
+    label: int
+    line: int
+
+
+def _parse_int(text: str, what: str, where: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ListFormatError(f"{where}: {what} {text!r} is not an integer") from None
+
+
+def _parse_line(raw: str, where: str, base: Path, line_no: int, num_classes: int | None) -> VideoRecord:
+    parts = raw.split()
+    if len(parts) < 2:
+        raise ListFormatError(f"{where}: expected 'path num_frames label' or 'path label', got {raw.strip()!r}")
+    if len(parts) > 3:
+        # Paths with spaces are not supported: the TSN format is whitespace separated.
+        raise ListFormatError(f"{where}: {len(parts)} columns, expected 2 or 3 (spaces in paths are not allowed)")
+    label = _parse_int(parts[-1], "label", where)
+    num_frames = _parse_int(parts[1], "num_frames", where) if len(parts) == 3 else UNKNOWN_FRAMES
+    if label < 0:
+        raise ListFormatError(f"{where}: label {label} is negative (labels are 0-based)")
+    if num_classes is not None and label >= num_classes:
+        raise ListFormatError(f"{where}: label {label} out of range 0..{num_classes - 1} (num_classes={num_classes})")
+    if len(parts) == 3 and num_frames < 1:
+        raise ListFormatError(f"{where}: num_frames {num_frames} must be >= 1")
+    path = Path(parts[0])
+    if not path.is_absolute():
+        path = base / path
+    return VideoRecord(path=str(path), num_frames=num_frames, label=label, line=line_no)
+
+
+def read_list(list_file: str | Path, root: str | Path | None = None, num_classes: int | None = None) -> list[VideoRecord]:
+    """Parse a TSN-format list file; blank lines and ``#`` comments are skipped."""
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise ListFormatError(f"{list_file}: list file not found")
+    base = Path(root) if root is not None else list_file.resolve().parent
+    records = []
+    for line_no, raw in enumerate(list_file.read_text().splitlines(), start=1):
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        records.append(_parse_line(raw, f"{list_file}:{line_no}", base, line_no, num_classes))
+    if not records:
+        raise ListFormatError(f"{list_file}: no entries")
+    return records

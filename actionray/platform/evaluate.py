@@ -1,0 +1,240 @@
+"""Multi-view test as Ray Data batch inference, and score fusion across views and score files.
+
+``evaluate``: the test split is decoded by A1's pipeline into one row per view (clip x crop); a pool of model
+actors (``map_batches`` with a callable class, one actor per GPU, or per CPU worker slot on a CPU machine)
+turns each view into class scores; per-video per-view scores go to a Parquet file; views are fused by the
+reference rule: mean of softmax probabilities (TDN/GCNet pkl_to_results.py), or the maximum of softmax
+probabilities (TCPNet test_models.py); then top-1/top-5/mean class accuracy.
+``aggregate``: the same fusion over several score files (e.g. 10 clip files x 3 crop files, or an 8+16-frame
+ensemble), the pkl_to_results workflow.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from actionray.platform.config import ConfigError, ExperimentConfig, config_from_dict
+from actionray.platform.metrics import mean_class_accuracy, top_k_accuracy
+
+SCORE_COLUMNS = ("index", "view", "label", "scores")
+
+
+def parse_views(text: str) -> tuple[int, int]:
+    """``"10x3"`` -> (clips, crops); crops must be 1 or 3."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise ConfigError(f"--views {text!r}: expected CLIPSxCROPS, e.g. 1x1 or 10x3")
+    clips, crops = int(match.group(1)), int(match.group(2))
+    if clips < 1 or crops not in (1, 3):
+        raise ConfigError(f"--views {text!r}: clips must be >= 1 and crops 1 or 3")
+    return clips, crops
+
+
+def load_weights(model, cfg: ExperimentConfig, checkpoint: str | None, reference_layout: str | None) -> str:
+    """Load our checkpoint (folder or state.pt) or a published reference checkpoint; returns what was loaded."""
+    from actionray.models import load_reference_checkpoint
+    from actionray.platform.checkpoint import model_state_from_checkpoint
+
+    if checkpoint is None:
+        if cfg.model.reference_checkpoint is None:
+            raise ConfigError("eval: give --checkpoint PATH or set model.reference_checkpoint")
+        load_reference_checkpoint(model, cfg.model.reference_checkpoint, reference_layout or "auto")
+        return cfg.model.reference_checkpoint
+    if reference_layout is not None:
+        load_reference_checkpoint(model, checkpoint, reference_layout)
+        return checkpoint
+    model.load_state_dict(model_state_from_checkpoint(checkpoint))
+    return checkpoint
+
+
+class ViewScorer:
+    """Ray Data actor: builds the model once, then maps batches of views to raw class scores (logits)."""
+
+    def __init__(self, cfg_dict: dict[str, Any], checkpoint: str | None, reference_layout: str | None,
+                 use_gpu: bool) -> None:
+        import torch
+
+        from actionray.trainables import get_trainable
+
+        self.cfg = config_from_dict(cfg_dict)
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        model = get_trainable(self.cfg.trainable).build_model(self.cfg)
+        load_weights(model, self.cfg, checkpoint, reference_layout)
+        self.model = model.to(self.device).eval()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """uint8 views (B, N, H, W, 3) -> scores (B, C) plus index/view/label."""
+        import torch
+
+        from actionray.platform.data.transforms import normalize
+
+        with torch.no_grad():
+            video = normalize(torch.from_numpy(np.ascontiguousarray(batch["video"])).to(self.device))
+            scores = self.model(video).float().cpu().numpy()
+        return {"index": batch["index"], "view": batch["view"], "label": batch["label"], "scores": scores}
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, C) scores."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def combine_views(index: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                  combine: str = "mean_prob") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-view scores (V, C) -> per-video fused probabilities (N, C), labels (N,), video indices (N,)."""
+    if combine not in ("mean_prob", "max"):
+        raise ValueError(f"combine must be mean_prob or max, got {combine!r}")
+    probs = softmax(np.asarray(scores, dtype=np.float64))
+    videos, inverse = np.unique(index, return_inverse=True)
+    fused = np.zeros((len(videos), probs.shape[1]))
+    if combine == "mean_prob":
+        np.add.at(fused, inverse, probs)
+        fused /= np.bincount(inverse)[:, None]
+    else:
+        fused[:] = -np.inf
+        np.maximum.at(fused, inverse, probs)
+    video_labels = np.zeros(len(videos), dtype=np.int64)
+    video_labels[inverse] = labels
+    if np.any(video_labels[inverse] != labels):
+        raise ValueError("views of the same video carry different labels: score files from different lists?")
+    return fused, video_labels, videos
+
+
+def accuracy_report(fused: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """top-1, top-5 and mean class accuracy (fractions) of fused video scores."""
+    top1, top5 = top_k_accuracy(fused, labels, (1, 5))
+    return {"top1": top1, "top5": top5, "mean_class_acc": mean_class_accuracy(fused, labels),
+            "videos": int(len(labels))}
+
+
+def write_scores(path: str | Path, index, view, labels, scores) -> Path:
+    """Parquet: one row per (video, view) with the raw score vector."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table({"index": np.asarray(index, dtype=np.int64), "view": np.asarray(view, dtype=np.int64),
+                      "label": np.asarray(labels, dtype=np.int64),
+                      "scores": pa.array(list(np.asarray(scores, dtype=np.float32)), type=pa.list_(pa.float32()))})
+    pq.write_table(table, path)
+    return path
+
+
+def read_scores(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(index, view, label, scores (V, C)) from a file written by :func:`write_scores`."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    missing = [c for c in SCORE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: not a score file (missing columns {missing})")
+    columns = table.to_pydict()
+    return (np.asarray(columns["index"]), np.asarray(columns["view"]), np.asarray(columns["label"]),
+            np.asarray(columns["scores"], dtype=np.float64))
+
+
+def _actor_pool_size(cfg: ExperimentConfig) -> int:
+    import ray
+
+    if cfg.scaling.use_gpu:
+        return max(1, int(ray.cluster_resources().get("GPU", 1)))
+    return max(1, cfg.scaling.num_workers)
+
+
+def evaluate(cfg: ExperimentConfig, *, checkpoint: str | None = None, reference_layout: str | None = None,
+             clips: int | None = None, crops: int | None = None, output: str | None = None,
+             log_to_mlflow: bool = True) -> dict[str, Any]:
+    """Score every test view of ``cfg`` with a checkpoint; write Parquet scores; return accuracy."""
+    import ray
+
+    from actionray.platform.data.pipeline import build_clip_dataset
+    from actionray.platform.raysession import ensure_ray
+
+    cfg = config_from_dict(cfg.to_dict())
+    cfg.eval.clips = clips or cfg.eval.clips
+    cfg.eval.crops = crops or cfg.eval.crops
+    if checkpoint is not None and not Path(checkpoint).exists():
+        raise ConfigError(f"--checkpoint {checkpoint}: no such file or folder")
+    ensure_ray(cfg)
+    views = build_clip_dataset(cfg, "test").select_columns(["video", "label", "index", "view"])
+    scored = views.map_batches(
+        ViewScorer, batch_size=cfg.eval.batch_size,
+        fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "checkpoint": checkpoint,
+                               "reference_layout": reference_layout, "use_gpu": cfg.scaling.use_gpu},
+        compute=ray.data.ActorPoolStrategy(size=_actor_pool_size(cfg)),
+        num_gpus=1 if cfg.scaling.use_gpu else 0, num_cpus=1)
+    columns: dict[str, list] = {k: [] for k in SCORE_COLUMNS}
+    for batch in scored.iter_batches(batch_size=256, batch_format="numpy"):
+        for key in SCORE_COLUMNS:
+            columns[key].extend(batch[key])
+    scores = np.stack(columns["scores"])
+    name = f"{cfg.name}_{cfg.eval.clips}x{cfg.eval.crops}.parquet"
+    path = write_scores(output or Path(cfg.eval.output_dir) / name, columns["index"], columns["view"],
+                        columns["label"], scores)
+    fused, labels, _ = combine_views(np.asarray(columns["index"]), np.asarray(columns["label"]), scores,
+                                     cfg.eval.combine)
+    report = accuracy_report(fused, labels)
+    report.update({"views": f"{cfg.eval.clips}x{cfg.eval.crops}", "combine": cfg.eval.combine,
+                   "scores": str(path), "checkpoint": checkpoint or cfg.model.reference_checkpoint})
+    if log_to_mlflow and cfg.tracking.enabled:
+        _log_eval(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location,
+                  f"eval-{cfg.name}-{report['views']}", report, [path], cfg)
+    return report
+
+
+def aggregate(paths: Sequence[str], *, combine: str = "mean_prob", tracking_uri: str | None = None,
+              tracking: bool = True, experiment: str = "actionray") -> dict[str, Any]:
+    """Fuse several score files (views of the same test list) and report accuracy (pkl_to_results)."""
+    if not paths:
+        raise ValueError("aggregate: no score files given")
+    parts = [read_scores(p) for p in paths]
+    widths = {p[3].shape[1] for p in parts}
+    if len(widths) != 1:
+        raise ValueError(f"score files disagree on the number of classes: {sorted(widths)}")
+    index = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[2] for p in parts])
+    scores = np.concatenate([p[3] for p in parts])
+    fused, video_labels, _ = combine_views(index, labels, scores, combine)
+    report = accuracy_report(fused, video_labels)
+    report.update({"files": [str(p) for p in paths], "combine": combine, "views_total": int(len(index))})
+    if tracking:
+        uri = tracking_uri or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+        _log_eval(uri, experiment, str(Path.cwd().resolve() / "mlartifacts"), "aggregate", report, [], None)
+    return report
+
+
+def _log_eval(uri: str, experiment: str, artifact_location: str | None, run_name: str, report: dict[str, Any],
+              artifacts: list[Path], cfg: ExperimentConfig | None) -> None:
+    """One MLflow run per evaluation: metrics test_*, params views/combine/checkpoint, the score file."""
+    from actionray.platform.tracking import Tracker, configure_http_env
+
+    configure_http_env()
+    tracker = Tracker(uri, "pending")
+
+    def create() -> str:
+        client = tracker.client
+        found = client.get_experiment_by_name(experiment)
+        location = Path(artifact_location).resolve().as_uri() if artifact_location and "://" not in artifact_location \
+            else artifact_location
+        exp_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=location)
+        tags = {"kind": "eval"} | ({"trainable": cfg.trainable, "config": cfg.name} if cfg else {})
+        return client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+
+    run_id = tracker._call("create eval run", create)
+    if run_id is None:
+        return
+    tracker.run_id = run_id
+    tracker.log_params({k: v for k, v in report.items() if k in ("views", "combine", "checkpoint", "files")})
+    tracker.log_metrics({f"test_{k}": v for k, v in report.items() if k in ("top1", "top5", "mean_class_acc")},
+                        step=0)
+    for path in artifacts:
+        tracker.log_artifact(path, "scores")
+    tracker.end("FINISHED")
+    report["mlflow_run_id"] = run_id

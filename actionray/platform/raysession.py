@@ -1,0 +1,52 @@
+"""Connect to Ray once per process: attach to a cluster when one is named, else start a right-sized local one."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+from actionray.platform.config import ExperimentConfig
+
+# platform_apis 1.10: quiet logs without hiding user prints; Train forwards RAY_TRAIN_* to its workers.
+QUIET_ENV = {
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+}
+
+
+def set_quiet_env() -> None:
+    """Default the log-noise variables (user settings win); call before ``import ray``."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def local_num_cpus(cfg: ExperimentConfig) -> int:
+    """Logical CPUs for a local instance: Train workers plus the decode pool, at least 4 (platform_apis 2.7).
+
+    Train reserves its workers' CPUs first and Ray Data gets only what is left; with none left the fit hangs
+    silently. Logical CPUs may exceed physical cores (the decode tasks then share cores with training).
+    """
+    s = cfg.scaling
+    return max(4, math.ceil(s.num_workers * s.cpus_per_worker) + cfg.data.decode_tasks)
+
+
+def cluster_address() -> str | None:
+    """The cluster to attach to: ``RAY_ADDRESS`` (set for ``ray job submit`` entrypoints too), else None."""
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+def ensure_ray(cfg: ExperimentConfig) -> None:
+    """Initialise Ray if this process has not: attach to ``RAY_ADDRESS`` or start a local instance."""
+    set_quiet_env()
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cluster_address()
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return
+    # address="local" always starts a new instance, even if a stale cluster address file exists (5.4).
+    ray.init(address="local", num_cpus=local_num_cpus(cfg), logging_level=logging.WARNING)

@@ -1,0 +1,290 @@
+"""Ray Tune over training runs: sweeps of a search space, and the trial machinery ablations reuse.
+
+Train V2 pattern (platform_apis 3.1): each trial is a small Tune function ("trial driver") that builds the
+config, builds the ``TorchTrainer`` with ``TuneReportCallback`` and fits it. The driver holds a fraction of a
+CPU (or one ``driver_slot`` on clusters that define it, 3.3); the trainer's workers and Ray Data decode tasks
+are requested separately, so ``max_concurrent_trials`` is computed from what one trial needs in total.
+
+MLflow: one parent run per group (created here, on the Tune driver), one child run per trial (created by
+``build_trainer`` with ``mlflow.parentRunId``), tagged so the UI can filter the group.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from actionray.platform.config import ConfigError, ExperimentConfig, config_from_dict, dumps
+from actionray.platform.report import GROUP_TAG, KIND_TAG, render_sweep, sweep_table
+from actionray.search_spaces import SearchSpace, apply_dotted, expand_value, format_set_value, validate_space
+
+DRIVER_CPU = 0.25  # the trial driver only waits on fit(); a whole CPU would starve Ray Data (3.3)
+DRIVER_SLOT = "driver_slot"  # custom resource on the head node of cluster.yaml
+
+
+@dataclass
+class TrialNeed:
+    """Resources one trial holds while it runs: its driver bundle plus the trainer's workers and decoders."""
+
+    driver: dict[str, float]
+    cpu: float
+    gpu: float
+
+    def fits(self, cluster: dict[str, float]) -> int:
+        """How many such trials fit at once into ``cluster`` (``ray.cluster_resources()``)."""
+        limits = [math.floor(cluster.get("CPU", 0) / self.cpu + 1e-9) if self.cpu else math.inf]
+        if self.gpu:
+            limits.append(math.floor(cluster.get("GPU", 0) / self.gpu + 1e-9))
+        if DRIVER_SLOT in self.driver:
+            limits.append(math.floor(cluster.get(DRIVER_SLOT, 0)))
+        return int(min(limits))
+
+
+def trial_need(cfg: ExperimentConfig, cluster: dict[str, float]) -> TrialNeed:
+    """Per-trial resources: driver (driver_slot if the cluster has it, else a CPU fraction), workers, decoders."""
+    s = cfg.scaling
+    driver = {DRIVER_SLOT: 1} if cluster.get(DRIVER_SLOT, 0) >= 1 else {"cpu": DRIVER_CPU}
+    cpu = s.num_workers * s.cpus_per_worker + cfg.data.decode_tasks + driver.get("cpu", 0.0)
+    gpu = s.num_workers * s.gpus_per_worker if s.use_gpu else 0.0
+    return TrialNeed(driver=driver, cpu=cpu, gpu=gpu)
+
+
+def ensure_ray_for_trials(cfg: ExperimentConfig, concurrent: int | None) -> dict[str, float]:
+    """Attach to RAY_ADDRESS, or start a local instance big enough for ``concurrent`` trials; returns resources."""
+    import logging
+
+    from actionray.platform.raysession import cluster_address, ensure_ray, local_num_cpus, set_quiet_env
+
+    set_quiet_env()
+    import ray
+
+    if not ray.is_initialized() and not cluster_address() and concurrent:
+        cpus = math.ceil(concurrent * trial_need(cfg, {}).cpu)
+        ray.init(address="local", num_cpus=max(local_num_cpus(cfg), cpus), logging_level=logging.WARNING)
+    ensure_ray(cfg)
+    return ray.cluster_resources()
+
+
+def plan_concurrency(cfg: ExperimentConfig, cluster: dict[str, float], requested: int | None) -> tuple[TrialNeed, int]:
+    """(per-trial need, max concurrent trials); a trial that cannot fit at all fails here, not in a hang."""
+    need = trial_need(cfg, cluster)
+    fit = need.fits(cluster)
+    if fit < 1:
+        raise ConfigError(f"one trial needs {need.cpu:g} CPU and {need.gpu:g} GPU (scaling.num_workers x "
+                          f"cpus/gpus_per_worker + data.decode_tasks + driver) but the cluster has "
+                          f"{cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU: lower them")
+    return need, (requested if requested else fit)
+
+
+def _trial(config: dict[str, Any], *, base_tree: dict[str, Any], group: str, parent_run_id: str | None,
+           train_storage: str) -> None:
+    """One Tune trial: config = base + the trial's overrides (and ablation cell/seed), then build and fit."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from actionray.platform.train import build_trainer
+
+    trial_id = tune.get_context().get_trial_id()
+    overrides = dict(config.get("overrides", {}))
+    tags: dict[str, Any] = {GROUP_TAG: group, "actionray.trial_id": trial_id}
+    cell = config.get("cell")
+    if cell is not None:
+        overrides.update(cell["overrides"])
+        overrides["train.seed"] = int(config["seed"])
+        run_name = f"{cell['variant']}-s{config['seed']}"
+        tags.update({"variant": cell["variant"], "seed": config["seed"], "actionray.cell": cell["index"],
+                     **{f"axis.{axis}": label for axis, label in cell["axes"].items()}})
+    else:
+        run_name = f"trial-{trial_id}"
+        tags["actionray.sampled"] = json.dumps(config.get("overrides", {}), default=str)[:5000]
+    cfg = config_from_dict(apply_dotted(base_tree, overrides))
+    trainer = build_trainer(cfg, run_name=run_name, callbacks=[TuneReportCallback()],
+                            mlflow_parent_run_id=parent_run_id, mlflow_tags=tags, storage_path=train_storage)
+    tracker = trainer.actionray_tracker
+    try:
+        trainer.fit()
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end("FINISHED")
+
+
+def group_name(base: str, storage: str, resume: bool) -> str:
+    """``base`` when free (or, with resume, the newest existing ``base[-N]``); else the first free ``base-N``."""
+    from ray import tune
+
+    def exists(name: str) -> bool:
+        return tune.Tuner.can_restore(f"{storage.rstrip('/')}/{name}")
+
+    taken = [base] if exists(base) else []
+    n = 2
+    while exists(f"{base}-{n}"):
+        taken.append(f"{base}-{n}")
+        n += 1
+    if resume:
+        if not taken:
+            raise ConfigError(f"--resume: no sweep named {base!r} under {storage} (start one without --resume)")
+        return taken[-1]
+    return base if not taken else f"{base}-{n}"
+
+
+def open_parent(cfg: ExperimentConfig, group: str, kind: str, tags: dict[str, Any], resume: bool):
+    """The group's MLflow parent run: reused on resume (found by its group tag), else created."""
+    from actionray.platform.tracking import Tracker, start_run
+
+    if not cfg.tracking.enabled:
+        return Tracker(None, None)
+    if resume:
+        from actionray.platform.report import _client
+
+        client = _client(cfg.tracking.uri)
+        exp = client.get_experiment_by_name(cfg.tracking.experiment)
+        found = client.search_runs([exp.experiment_id], f"tags.`{GROUP_TAG}` = '{group}' and tags.`{KIND_TAG}` = "
+                                   f"'{kind}'", order_by=["attributes.start_time DESC"], max_results=1) if exp else []
+        if found:
+            return start_run(cfg, group, run_id=found[0].info.run_id)
+    tags = {k: v for k, v in tags.items() if v is not None}
+    return start_run(cfg, group, tags={KIND_TAG: kind, GROUP_TAG: group, **tags})
+
+
+def close_stopped_children(tracker, status: str = "KILLED") -> None:
+    """Children still RUNNING after Tune returned were stopped early (ASHA kills their driver): mark them."""
+    if not tracker.active:
+        return
+    client = tracker.client
+    parent = client.get_run(tracker.run_id)
+    for run in client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{tracker.run_id}' "
+                                  "and attributes.status = 'RUNNING'"):
+        tracker._call("set_terminated", client.set_terminated, run.info.run_id, status)
+
+
+def run_trials(cfg: ExperimentConfig, param_space: dict[str, Any], *, group: str, parent_run_id: str | None,
+               num_samples: int, max_concurrent: int, need: TrialNeed, scheduler=None, resume: bool = False):
+    """Fit one Tune experiment of training trials under ``<storage>/<group>``; returns the ResultGroup."""
+    from ray import tune
+
+    storage = cfg.train.storage_path.rstrip("/")
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base_tree=cfg.to_dict(), group=group, parent_run_id=parent_run_id,
+                             train_storage=f"{storage}/{group}-train"),
+        need.driver)
+    if cfg.train.val_every > 1:
+        # Epochs between validations report no val_* keys; Tune's strict check would fail those results.
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    path = f"{storage}/{group}"
+    if resume:
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=tune.TuneConfig(metric=cfg.train.checkpoint_metric, mode=cfg.train.checkpoint_mode,
+                                        num_samples=num_samples, max_concurrent_trials=max_concurrent,
+                                        scheduler=scheduler,
+                                        trial_name_creator=lambda t: f"trial_{t.trial_id}",
+                                        trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
+            run_config=tune.RunConfig(name=group, storage_path=storage, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=0)))
+    return tuner.fit()
+
+
+def asha(cfg: ExperimentConfig):
+    """ASHA on the checkpoint metric with ``time_attr="epoch"`` (monotone across resumes, unlike iterations)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    grace = min(cfg.train.epochs, max(1, cfg.train.val_every))
+    return ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs, grace_period=grace, reduction_factor=3)
+
+
+def retrain_command(config_path: str | None, overrides: list[str], sampled: dict[str, Any]) -> str:
+    """``actionray train CONFIG --set ...`` that reproduces a trial (user overrides first, sampled values last)."""
+    parts = ["actionray", "train", config_path or "<CONFIG>"]
+    for text in overrides:
+        parts += ["--set", text]
+    for key, value in sampled.items():
+        for dotted, leaf in expand_value(key, value).items():
+            parts += ["--set", f"{dotted}={format_set_value(leaf)}"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run_sweep(cfg: ExperimentConfig, space: SearchSpace, *, config_path: str | None = None,
+              overrides: list[str] = (), num_samples: int = 4, scheduler: str = "asha",
+              max_concurrent: int | None = None, resume: bool = False, name: str | None = None,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run a sweep of ``space`` around ``cfg``; log parent/children to MLflow; return best trial and table."""
+    validate_space(space, cfg.to_dict())
+    cluster = ensure_ray_for_trials(cfg, max_concurrent)
+    need, concurrent = plan_concurrency(cfg, cluster, max_concurrent)
+    group = group_name(name or f"{cfg.name}-sweep-{space.name}", cfg.train.storage_path, resume)
+    keys = sorted({k for key, d in space.domains.items() for c in d.candidates() for k in expand_value(key, c)})
+    parent = open_parent(cfg, group, "sweep", {"actionray.space": space.name, "actionray.sweep_keys": json.dumps(keys),
+                                              "actionray.metric": cfg.train.checkpoint_metric,
+                                              "actionray.mode": cfg.train.checkpoint_mode}, resume)
+    echo(f"sweep {group}: space {space.name} ({', '.join(space.keys())}), {num_samples} sample(s), "
+         f"{concurrent} trial(s) at once (one needs {need.cpu:g} CPU, {need.gpu:g} GPU), "
+         f"scheduler {scheduler}, MLflow parent {parent.run_id}")
+    try:
+        results = run_trials(cfg, {"overrides": space.param_space()}, group=group, parent_run_id=parent.run_id,
+                             num_samples=num_samples, max_concurrent=concurrent, need=need,
+                             scheduler=asha(cfg) if scheduler == "asha" else None, resume=resume)
+    except BaseException:
+        parent.end("FAILED")
+        raise
+    close_stopped_children(parent)
+    summary = summarise_sweep(cfg, results, keys, group, config_path, list(overrides), parent)
+    parent.end("FINISHED" if summary["best"] else "FAILED")
+    echo(summary["text"])
+    return summary
+
+
+def summarise_sweep(cfg: ExperimentConfig, results, keys: list[str], group: str, config_path: str | None,
+                    overrides: list[str], parent) -> dict[str, Any]:
+    """Results table (all trials, best first), best config + retrain command; logged to the parent run."""
+    metric, mode = cfg.train.checkpoint_metric, cfg.train.checkpoint_mode
+    from actionray.platform.tracking import _param_text
+
+    rows = []
+    for result in results:
+        # Values as the child run's params show them (full trial config, MLflow's text form), so this table
+        # and the one `actionray report` rebuilds from MLflow agree.
+        flat = config_from_dict(apply_dotted(cfg.to_dict(), (result.config or {}).get("overrides", {}))).flat()
+        trial_id = os.path.basename(str(result.path).rstrip("/")).removeprefix("trial_")
+        epoch = (result.metrics or {}).get("epoch", 0)
+        # MLflow's words: KILLED = stopped early by the scheduler (its child run is marked the same way).
+        status = "FAILED" if result.error else ("FINISHED" if epoch >= cfg.train.epochs else "KILLED")
+        rows.append({"run": f"trial-{trial_id}", "status": status,
+                     **{k: _param_text(flat.get(k)) for k in keys},
+                     **{m: (result.metrics or {}).get(m) for m in
+                        ("val_top1", "val_top5", "val_mean_class_acc", "val_loss", "train_loss", "epoch")}})
+    table = sweep_table(rows, keys, metric, mode)
+    best = None
+    try:
+        best = results.get_best_result(metric=metric, mode=mode, scope="last")
+    except (RuntimeError, ValueError, KeyError):
+        pass
+    text = render_sweep(table, f"sweep {group}")
+    out: dict[str, Any] = {"group": group, "table": table, "best": None, "parent_run_id": parent.run_id, "text": text}
+    if best is not None and best.metrics and metric in best.metrics:
+        sampled = best.config.get("overrides", {})
+        best_cfg = config_from_dict(apply_dotted(cfg.to_dict(), sampled))
+        command = retrain_command(config_path, overrides, sampled)
+        out.update(best={"trial_id": best.metrics.get("trial_id"), "metrics": {metric: best.metrics[metric]},
+                         "overrides": sampled}, command=command, best_config=dumps(best_cfg))
+        out["text"] = (text + f"\nbest trial {best.metrics.get('trial_id')}: {metric} = {best.metrics[metric]:.4f}\n"
+                       f"retrain it with:\n  {command}\n")
+        parent.log_text(out["best_config"], "best/config.yaml")
+        parent.log_text(command + "\n", "best/retrain_command.txt")
+        parent.set_tags({"actionray.best_trial": best.metrics.get("trial_id")})
+        parent.log_metrics({f"best_{metric}": best.metrics[metric]}, step=0)
+    if parent.active:
+        parent._call("log_table", parent.client.log_table, parent.run_id, table, "sweep/results.json")
+        parent.log_text(table.to_csv(index=False), "sweep/results.csv")
+        parent.log_text(text, "sweep/results.md")
+    return out
+
+
+__all__ = ["TrialNeed", "trial_need", "plan_concurrency", "ensure_ray_for_trials", "run_trials", "run_sweep",
+           "group_name", "open_parent", "retrain_command", "asha"]

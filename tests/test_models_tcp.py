@@ -1,0 +1,145 @@
+"""TCPNet: reference parameter counts, identity-at-init attention, the truncated iSQRT, and checkpoint loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from actionray.models import build_model
+from actionray.models.tcp import (
+    TemporalAttention,
+    TemporalSpatialAttention,
+    newton_schulz_sqrtm,
+    temporal_covariance_pooling,
+    triu_vector,
+)
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
+    return ((approx - exact).norm(dim=(1, 2)) / exact.norm(dim=(1, 2))).mean().item()
+
+
+def _wishart(n_mats: int, d: int, n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.randn(n_mats, d, n, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return g @ g.transpose(1, 2) / n
+
+
+def _eig_sqrt(spd: torch.Tensor) -> torch.Tensor:
+    w, v = torch.linalg.eigh(spd)
+    return v @ torch.diag_embed(w.clamp_min(0).sqrt()) @ v.transpose(1, 2)
+
+
+def test_tsn_r50_tcp_matches_reference_parameter_counts():
+    model = build_model("tcp", num_classes=400, num_segments=8, backbone="resnet50")
+    assert _count(model) == 27_632_208
+    assert _count(model.TCP) == 821_376
+    assert model.new_fc.in_features == 8256
+
+
+def test_temporal_conv_kernel_follows_segments_and_keeps_length_for_odd_t():
+    for t, kernel in ((8, 5), (16, 9), (7, 4), (3, 2)):
+        att = TemporalAttention(16, t)
+        assert att.kernel == kernel
+        torch.nn.init.normal_(att.conv_1d.weight, std=0.1)
+        y = torch.randn(2 * t, 16, 3, 3)
+        assert att.temporal_conv(y).shape == y.shape
+
+
+def test_attention_module_is_identity_at_init():
+    torch.manual_seed(0)
+    att = TemporalAttention(32, 8)
+    x = torch.relu(torch.randn(16, 32, 5, 5))  # the module sees post-ReLU reductions
+    assert torch.equal(att(x), x)
+
+
+def test_attention_module_mixes_frames_once_trained():
+    torch.manual_seed(0)
+    att = TemporalAttention(32, 8).eval()  # eval: BN batch statistics would couple the videos
+    torch.nn.init.normal_(att.conv_1d.weight, std=0.1)
+    torch.nn.init.ones_(att.TSA.norm.weight)
+    x = torch.relu(torch.randn(16, 32, 5, 5))
+    out = att(x)
+    assert not torch.allclose(out, x)
+    x2 = x.clone()
+    x2[3] += 1.0  # frame 3 of video 0 changes: video 1's output must not
+    out2 = att(x2)
+    assert torch.allclose(out2[8:], out[8:])
+    assert not torch.allclose(out2[:8], out[:8])
+
+
+def test_spatial_attention_uses_only_current_and_previous_frames():
+    torch.manual_seed(0)
+    tsa = TemporalSpatialAttention(16, 6).eval()
+    torch.nn.init.ones_(tsa.norm.weight)
+    x = torch.randn(6, 16, 4, 4)
+    later = x.clone()
+    later[4:] = torch.randn(2, 16, 4, 4)
+    assert torch.allclose(tsa(later)[:4], tsa(x)[:4])
+    assert not torch.allclose(tsa(later)[4:], tsa(x)[4:])
+
+
+def test_covariance_pools_all_frames_and_positions_of_a_video():
+    torch.manual_seed(0)
+    x = torch.randn(2 * 4, 6, 3, 5, dtype=torch.float64)  # B=2, T=4, d=6, h=3, w=5
+    sigma = temporal_covariance_pooling(x, num_segments=4)
+    video1 = x[4:].permute(1, 0, 2, 3).reshape(6, -1)  # (d, T*h*w)
+    assert sigma.shape == (2, 6, 6)
+    assert torch.allclose(sigma[1], torch.cov(video1, correction=0))
+
+
+def test_newton_schulz_converges_to_eigendecomposition_sqrt():
+    spd = _wishart(3, 32, 128)
+    assert _relative_error(newton_schulz_sqrtm(spd, iterations=20), _eig_sqrt(spd)) < 1e-6
+
+
+def test_three_newton_schulz_iterations_keep_the_reference_truncation_error():
+    # Reference A.5: Wishart n=512, d=128 -> 0.686 relative error at 3 iterations (a spectral compression).
+    spd = _wishart(4, 128, 512)
+    errors = [_relative_error(newton_schulz_sqrtm(spd, k), _eig_sqrt(spd)) for k in (1, 2, 3, 5)]
+    assert errors[2] == pytest.approx(0.686, abs=0.01)
+    assert errors == sorted(errors, reverse=True)
+
+
+def test_one_newton_schulz_iteration_is_the_reference_polynomial():
+    spd = _wishart(2, 8, 64)
+    trace = spd.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None]
+    a = spd / (trace + 1e-5)
+    expected = a @ (0.5 * (3 * torch.eye(8, dtype=spd.dtype) - a)) * trace.sqrt()
+    assert torch.allclose(newton_schulz_sqrtm(spd, iterations=1), expected)
+
+
+def test_triu_vector_is_row_major_upper_triangle_with_8256_entries_for_128():
+    m = torch.arange(9.0).reshape(1, 3, 3)
+    assert triu_vector(m).tolist() == [[0.0, 1.0, 2.0, 4.0, 5.0, 8.0]]
+    assert triu_vector(torch.zeros(2, 128, 128)).shape == (2, 8256)
+
+
+def test_resnet18_at_112_forward_backward_reaches_backbone_and_attention():
+    torch.manual_seed(0)
+    model = build_model("tcp", num_classes=5, num_segments=4, backbone="resnet18")
+    assert model.frames_per_segment == 1
+    assert model.TCP.layer_reduce1.in_channels == 512 and model.TCP.layer_reduce1.out_channels == 256
+    x = torch.randn(2, 4, 3, 112, 112)
+    logits, feats = model(x, return_features=True)
+    assert logits.shape == (2, 5) and feats.shape == (2, 4, 512)
+    logits.logsumexp(dim=1).sum().backward()
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0
+    assert model.TCP.TCP_att.conv_1d.weight.grad.abs().sum() > 0  # zero-initialised, but it receives gradient
+
+
+def test_build_model_passes_reduced_dim_and_iterations():
+    model = build_model("tcp", num_classes=3, num_segments=2, backbone="resnet18",
+                        tcp_reduced_dim=16, tcp_iterations=5)
+    assert model.TCP.iterations == 5
+    assert model.new_fc.in_features == 16 * 17 // 2
+    assert model(torch.randn(1, 2, 3, 64, 64)).shape == (1, 3)
+
+
+def test_partial_bn_freezes_tcp_batchnorms_but_not_the_stem():
+    model = build_model("tcp", num_classes=3, num_segments=2, backbone="resnet18", partial_bn=True).train()
+    assert model.backbone.bn1.training and model.backbone.bn1.weight.requires_grad
+    assert not model.TCP.layer_reduce_bn1.training and not model.TCP.layer_reduce_bn1.weight.requires_grad

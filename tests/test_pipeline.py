@@ -1,0 +1,182 @@
+"""The Ray Data clip pipeline on a real local Ray: rows, epochs, views, bad samples, and 2-worker sharding."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from actionray.platform.config import build_config, config_from_dict
+from actionray.platform.data.annotations import read_list
+from actionray.platform.data.pipeline import (
+    TooManySkippedError, build_clip_dataset, dataset_config, iter_model_batches, skip_report,
+)
+from actionray.platform.data.sampling import SamplingSpec, sample_clip
+
+FRAMES = 24  # synth_videos: 24-frame 64x48 mp4s, 8 classes x (3 train + 1 val)
+
+
+def make_cfg(synth, **data):
+    tree = {"data": {"train_list": str(synth.train_list), "val_list": str(synth.val_list),
+                     "num_classes": synth.num_classes, "input_size": 32, "scale_size": 36, "num_segments": 4,
+                     "batch_size": 4, "decode_tasks": 2, "decode_batch_size": 2, "object_store_limit_mb": 256,
+                     **data},
+            "train": {"seed": 3}}
+    return build_config(tree)
+
+
+def collect(ds, cfg, split, epoch=0):
+    rows = []
+    for batch in iter_model_batches(ds, cfg, split, epoch=epoch):
+        for k in range(len(batch["index"])):
+            rows.append({key: batch[key][k] for key in batch})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def cfg(synth_videos):
+    return make_cfg(synth_videos)
+
+
+@pytest.fixture(scope="module")
+def train_epochs(ray_local, cfg):
+    """Two passes over one train dataset, as a training loop makes them."""
+    ds = build_clip_dataset(cfg, "train")
+    return [collect(ds, cfg, "train", epoch=e) for e in range(2)]
+
+
+def test_train_pass_sees_every_list_entry_once_with_its_label(train_epochs, synth_videos):
+    labels = [r.label for r in read_list(synth_videos.train_list)]
+    rows = train_epochs[0]
+    assert sorted(int(r["index"]) for r in rows) == list(range(len(labels)))
+    assert all(int(r["label"]) == labels[int(r["index"])] for r in rows)
+
+
+def test_train_batches_are_normalised_float_n_3_h_w(train_epochs):
+    video = train_epochs[0][0]["video"]
+    assert video.dtype == torch.float32 and video.shape == (4, 3, 32, 32)
+    assert -2.5 < float(video.min()) and float(video.max()) < 2.7  # ImageNet-normalised 0..255 range
+
+
+def test_offsets_are_recomputable_from_seed_epoch_index(train_epochs, cfg):
+    spec = SamplingSpec.from_config(cfg.data)
+    for epoch, rows in enumerate(train_epochs):
+        for r in rows:
+            want = sample_clip(spec, FRAMES, "train", cfg.train.seed, epoch, int(r["index"]))
+            assert r["frame_indices"].tolist() == want.tolist()
+            assert int(r["epoch"]) == epoch
+
+
+def test_second_epoch_draws_new_offsets(train_epochs):
+    first = {int(r["index"]): r["frame_indices"].tolist() for r in train_epochs[0]}
+    second = {int(r["index"]): r["frame_indices"].tolist() for r in train_epochs[1]}
+    changed = sum(first[i] != second[i] for i in first)
+    assert changed >= len(first) // 2
+
+
+def test_val_pass_is_ordered_and_repeats_exactly(ray_local, cfg):
+    ds = build_clip_dataset(cfg, "val")
+    a, b = collect(ds, cfg, "val"), collect(ds, cfg, "val", epoch=1)
+    assert [int(r["index"]) for r in a] == list(range(len(a)))
+    assert all(torch.equal(x["video"], y["video"]) for x, y in zip(a, b))
+
+
+def test_test_split_emits_one_row_per_clip_and_crop(ray_local, synth_videos):
+    cfg = make_cfg(synth_videos)
+    cfg.eval.clips, cfg.eval.crops, cfg.eval.scale_size = 2, 3, 40
+    rows = collect(build_clip_dataset(cfg, "test"), cfg, "test")
+    first = [r for r in rows if int(r["index"]) == 0]
+    assert sorted(int(r["view"]) for r in first) == list(range(6))
+    assert len(rows) == 6 * len(read_list(synth_videos.val_list))
+    assert first[0]["video"].shape == (4, 3, 40, 40)  # ThreeCrop squares of side eval.scale_size
+    clip0 = {tuple(r["frame_indices"].tolist()) for r in first if int(r["view"]) < 3}
+    clip1 = {tuple(r["frame_indices"].tolist()) for r in first if int(r["view"]) >= 3}
+    assert len(clip0) == len(clip1) == 1 and clip0 != clip1
+
+
+@pytest.fixture(scope="module")
+def broken_list(synth_videos, tmp_path_factory) -> Path:
+    """Six good videos, one zero-byte file and one truncated file (8 entries, label 0)."""
+    folder = tmp_path_factory.mktemp("broken")
+    good = [r.path for r in read_list(synth_videos.train_list)[:6]]
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "truncated.mp4").write_bytes(Path(good[0]).read_bytes()[:1500])
+    lines = [f"{p} {FRAMES} 0" for p in good] + [f"empty.mp4 {FRAMES} 0", f"truncated.mp4 {FRAMES} 0"]
+    path = folder / "list.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_skip_policy_drops_broken_videos_and_reports_why(ray_local, synth_videos, broken_list):
+    cfg = make_cfg(synth_videos, train_list=str(broken_list), max_skip_fraction=0.5, batch_size=2)
+    ds = build_clip_dataset(cfg, "train")
+    rows = collect(ds, cfg, "train")
+    assert sorted(int(r["index"]) for r in rows) == list(range(6))
+    report = skip_report(ds, epoch=0)
+    assert report["skipped"] == 2 and report["num_rows"] == 8
+    assert "0 bytes" in report["reasons"][6] and "truncated.mp4" in report["reasons"][7]
+
+
+def test_too_many_skips_fail_the_pass(ray_local, synth_videos, broken_list):
+    cfg = make_cfg(synth_videos, train_list=str(broken_list), max_skip_fraction=0.1, batch_size=2)
+    with pytest.raises(TooManySkippedError, match=r"skipped 2 of 8 samples"):
+        collect(build_clip_dataset(cfg, "train"), cfg, "train")
+
+
+def test_raise_policy_stops_at_the_first_broken_video(ray_local, synth_videos, broken_list):
+    cfg = make_cfg(synth_videos, val_list=str(broken_list), on_error_eval="raise")
+    with pytest.raises(Exception, match=r"empty.mp4: file is empty \(0 bytes\) \(list entry 6"):
+        collect(build_clip_dataset(cfg, "val"), cfg, "val")
+
+
+def test_dataset_config_splits_only_train_and_keeps_val_ordered(cfg):
+    config = dataset_config(cfg)
+    assert config._datasets_to_split == ["train"]
+    val = config._resolve_execution_options("val")
+    assert val.preserve_order and val.resource_limits.object_store_memory == 256 * 2**20
+
+
+def _shard_loop(config):
+    """Train loop: two epochs over this worker's shard; writes what it saw to a JSON file."""
+    import ray.train
+
+    cfg = config_from_dict(config["cfg"])
+    shard = ray.train.get_dataset_shard("train")
+    seen = {}
+    for epoch in range(2):
+        seen[epoch] = [[int(i), f.tolist(), int(lab), list(v.shape)]
+                       for b in iter_model_batches(shard, cfg, "train", epoch=epoch)
+                       for i, f, lab, v in zip(b["index"], b["frame_indices"], b["label"], b["video"])]
+    rank = ray.train.get_context().get_world_rank()
+    Path(config["out"], f"rank{rank}.json").write_text(json.dumps(seen))
+
+
+def test_two_workers_get_disjoint_complete_shards_with_new_offsets_each_epoch(ray_local, cfg, synth_videos,
+                                                                               tmp_path):
+    import sys
+
+    from ray import cloudpickle
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/ modules
+
+    trainer = TorchTrainer(_shard_loop, train_loop_config={"cfg": cfg.to_dict(), "out": str(tmp_path)},
+                           scaling_config=ScalingConfig(num_workers=2),
+                           datasets={"train": build_clip_dataset(cfg, "train")}, dataset_config=dataset_config(cfg),
+                           run_config=RunConfig(name="shards", storage_path=str(tmp_path / "runs")))
+    trainer.fit()
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    labels = [r.label for r in read_list(synth_videos.train_list)]
+    spec = SamplingSpec.from_config(cfg.data)
+    for epoch in ("0", "1"):
+        shards = [{row[0] for row in rank[epoch]} for rank in ranks]
+        assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(len(labels)))  # 24 rows: no drops
+        for rank in ranks:
+            for index, frames, label, shape in rank[epoch]:
+                assert label == labels[index] and shape == [4, 3, 32, 32]
+                assert frames == sample_clip(spec, FRAMES, "train", cfg.train.seed, int(epoch), index).tolist()
+    moved = sum(a[1] != b[1] for rank in ranks for a, b in
+                zip(sorted(rank["0"]), sorted(rank["1"])))
+    assert moved >= len(labels) // 2
