@@ -143,3 +143,61 @@ def test_partial_bn_freezes_tcp_batchnorms_but_not_the_stem():
     model = build_model("tcp", num_classes=3, num_segments=2, backbone="resnet18", partial_bn=True).train()
     assert model.backbone.bn1.training and model.backbone.bn1.weight.requires_grad
     assert not model.TCP.layer_reduce_bn1.training and not model.TCP.layer_reduce_bn1.weight.requires_grad
+
+
+def _reference_checkpoint(model: torch.nn.Module, path, old_style: bool = False) -> dict[str, torch.Tensor]:
+    """Save ``model`` the way the TCPNet repo does: {'state_dict': {'module.<reference name>': ...}, ...}."""
+    from actionray.models.tcp import reference_key_candidates
+
+    pick = 1 if old_style else 0
+    state = {"module." + reference_key_candidates(k)[pick if k.startswith("TCP.") else 0]: v
+             for k, v in model.state_dict().items()}
+    torch.save({"epoch": 50, "arch": "resnet50", "state_dict": state, "best_prec1": 72.4}, path)
+    return state
+
+
+def _trained_looking_tcp(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model("tcp", num_classes=3, num_segments=4, backbone="resnet18", tcp_reduced_dim=16)
+    with torch.no_grad():  # leave the identity init so a wrong key mapping changes the output
+        for p in model.TCP.TCP_att.parameters():
+            p.normal_(std=0.05)
+    return model.eval()
+
+
+def test_reference_layout_checkpoint_loads_strictly_and_reproduces_outputs(tmp_path):
+    from actionray.models import load_reference_checkpoint
+
+    source, target = _trained_looking_tcp(0), _trained_looking_tcp(1)
+    state = _reference_checkpoint(source, tmp_path / "tcp.pth.tar")
+    for name in ("module.base_model.conv1.weight", "module.base_model.layer4.1.bn2.running_var",
+                 "module.base_model.TCP.layer_reduce_bn2.weight", "module.base_model.TCP.TCP_att.TSA.conv_phi_1.bias",
+                 "module.base_model.TCP.TCP_att.TCA.g2.weight", "module.base_model.TCP.TCP_att.conv_1d.weight",
+                 "module.new_fc.weight"):  # names as in the TCPNet repo (ops/TCP, ops/models.py)
+        assert name in state
+    load_reference_checkpoint(target, tmp_path / "tcp.pth.tar", layout="tcp")
+    x = torch.randn(1, 4, 3, 64, 64)
+    assert torch.equal(target(x), source(x))
+
+
+def test_older_checkpoint_names_inside_layer4_are_mapped(tmp_path):
+    from actionray.models import load_reference_checkpoint
+
+    source, target = _trained_looking_tcp(0), _trained_looking_tcp(1)
+    state = _reference_checkpoint(source, tmp_path / "old.pth.tar", old_style=True)
+    assert "module.base_model.layer4.iSQRT.att_module.sp_att.conv_theta.weight" in state
+    assert "module.base_model.layer4.iSQRT.att_module.conv_1d.weight" in state
+    load_reference_checkpoint(target, tmp_path / "old.pth.tar")  # layout auto-detected
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
+
+
+def test_reference_checkpoint_missing_a_head_key_is_rejected_by_name(tmp_path):
+    from actionray.models import load_reference_checkpoint
+
+    model = _trained_looking_tcp(0)
+    path = tmp_path / "partial.pth.tar"
+    state = _reference_checkpoint(model, path)
+    del state["module.base_model.TCP.TCP_att.TCA.g1.weight"]
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(ValueError, match="TCP_att.TCA.g1.weight"):
+        load_reference_checkpoint(model, path, layout="tcp")

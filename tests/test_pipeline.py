@@ -39,42 +39,6 @@ def cfg(synth_videos):
     return make_cfg(synth_videos)
 
 
-@pytest.fixture(scope="module")
-def train_epochs(ray_local, cfg):
-    """Two passes over one train dataset, as a training loop makes them."""
-    ds = build_clip_dataset(cfg, "train")
-    return [collect(ds, cfg, "train", epoch=e) for e in range(2)]
-
-
-def test_train_pass_sees_every_list_entry_once_with_its_label(train_epochs, synth_videos):
-    labels = [r.label for r in read_list(synth_videos.train_list)]
-    rows = train_epochs[0]
-    assert sorted(int(r["index"]) for r in rows) == list(range(len(labels)))
-    assert all(int(r["label"]) == labels[int(r["index"])] for r in rows)
-
-
-def test_train_batches_are_normalised_float_n_3_h_w(train_epochs):
-    video = train_epochs[0][0]["video"]
-    assert video.dtype == torch.float32 and video.shape == (4, 3, 32, 32)
-    assert -2.5 < float(video.min()) and float(video.max()) < 2.7  # ImageNet-normalised 0..255 range
-
-
-def test_offsets_are_recomputable_from_seed_epoch_index(train_epochs, cfg):
-    spec = SamplingSpec.from_config(cfg.data)
-    for epoch, rows in enumerate(train_epochs):
-        for r in rows:
-            want = sample_clip(spec, FRAMES, "train", cfg.train.seed, epoch, int(r["index"]))
-            assert r["frame_indices"].tolist() == want.tolist()
-            assert int(r["epoch"]) == epoch
-
-
-def test_second_epoch_draws_new_offsets(train_epochs):
-    first = {int(r["index"]): r["frame_indices"].tolist() for r in train_epochs[0]}
-    second = {int(r["index"]): r["frame_indices"].tolist() for r in train_epochs[1]}
-    changed = sum(first[i] != second[i] for i in first)
-    assert changed >= len(first) // 2
-
-
 def test_val_pass_is_ordered_and_repeats_exactly(ray_local, cfg):
     ds = build_clip_dataset(cfg, "val")
     a, b = collect(ds, cfg, "val"), collect(ds, cfg, "val", epoch=1)
@@ -145,15 +109,17 @@ def _shard_loop(config):
     shard = ray.train.get_dataset_shard("train")
     seen = {}
     for epoch in range(2):
-        seen[epoch] = [[int(i), f.tolist(), int(lab), list(v.shape)]
+        seen[epoch] = [{"index": int(i), "frames": f.tolist(), "label": int(lab), "epoch": int(e),
+                        "shape": list(v.shape), "dtype": str(v.dtype), "range": [float(v.min()), float(v.max())]}
                        for b in iter_model_batches(shard, cfg, "train", epoch=epoch)
-                       for i, f, lab, v in zip(b["index"], b["frame_indices"], b["label"], b["video"])]
+                       for i, f, lab, e, v in zip(b["index"], b["frame_indices"], b["label"], b["epoch"], b["video"])]
     rank = ray.train.get_context().get_world_rank()
     Path(config["out"], f"rank{rank}.json").write_text(json.dumps(seen))
 
 
-def test_two_workers_get_disjoint_complete_shards_with_new_offsets_each_epoch(ray_local, cfg, synth_videos,
-                                                                               tmp_path):
+@pytest.fixture(scope="module")
+def two_worker_run(ray_local, cfg, tmp_path_factory) -> list[dict[str, list[dict]]]:
+    """A 2-worker TorchTrainer making two passes over its train shards: what each rank saw, per epoch."""
     import sys
 
     from ray import cloudpickle
@@ -161,22 +127,44 @@ def test_two_workers_get_disjoint_complete_shards_with_new_offsets_each_epoch(ra
     from ray.train.torch import TorchTrainer
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/ modules
-
-    trainer = TorchTrainer(_shard_loop, train_loop_config={"cfg": cfg.to_dict(), "out": str(tmp_path)},
+    out = tmp_path_factory.mktemp("shards")
+    trainer = TorchTrainer(_shard_loop, train_loop_config={"cfg": cfg.to_dict(), "out": str(out)},
                            scaling_config=ScalingConfig(num_workers=2),
                            datasets={"train": build_clip_dataset(cfg, "train")}, dataset_config=dataset_config(cfg),
-                           run_config=RunConfig(name="shards", storage_path=str(tmp_path / "runs")))
+                           run_config=RunConfig(name="shards", storage_path=str(out / "runs")))
     trainer.fit()
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    labels = [r.label for r in read_list(synth_videos.train_list)]
-    spec = SamplingSpec.from_config(cfg.data)
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_workers_get_disjoint_shards_that_cover_the_list_every_epoch(two_worker_run, synth_videos):
+    n = len(read_list(synth_videos.train_list))  # 24 rows, 12 per worker: equal=True drops nothing
     for epoch in ("0", "1"):
-        shards = [{row[0] for row in rank[epoch]} for rank in ranks]
-        assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(len(labels)))  # 24 rows: no drops
-        for rank in ranks:
-            for index, frames, label, shape in rank[epoch]:
-                assert label == labels[index] and shape == [4, 3, 32, 32]
-                assert frames == sample_clip(spec, FRAMES, "train", cfg.train.seed, int(epoch), index).tolist()
-    moved = sum(a[1] != b[1] for rank in ranks for a, b in
-                zip(sorted(rank["0"]), sorted(rank["1"])))
-    assert moved >= len(labels) // 2
+        shards = [{row["index"] for row in rank[epoch]} for rank in two_worker_run]
+        assert len(shards[0]) == len(shards[1]) == n // 2
+        assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(n))
+
+
+def test_rows_carry_their_list_label(two_worker_run, synth_videos):
+    labels = [r.label for r in read_list(synth_videos.train_list)]
+    assert all(row["label"] == labels[row["index"]] for rank in two_worker_run for row in rank["0"])
+
+
+def test_model_batches_are_normalised_float_n_3_h_w(two_worker_run):
+    row = two_worker_run[0]["0"][0]
+    assert row["shape"] == [4, 3, 32, 32] and row["dtype"] == "torch.float32"
+    assert -2.2 < row["range"][0] < row["range"][1] < 2.7  # ImageNet-normalised 0..255
+
+
+def test_offsets_are_recomputable_from_seed_epoch_index(two_worker_run, cfg):
+    spec = SamplingSpec.from_config(cfg.data)
+    for rank in two_worker_run:
+        for epoch in ("0", "1"):
+            for row in rank[epoch]:
+                want = sample_clip(spec, FRAMES, "train", cfg.train.seed, int(epoch), row["index"])
+                assert row["frames"] == want.tolist() and row["epoch"] == int(epoch)
+
+
+def test_second_epoch_draws_new_offsets(two_worker_run):
+    first = {row["index"]: row["frames"] for rank in two_worker_run for row in rank["0"]}
+    second = {row["index"]: row["frames"] for rank in two_worker_run for row in rank["1"]}
+    assert sum(first[i] != second[i] for i in first) >= len(first) // 2

@@ -21,7 +21,7 @@ from actionray.models.backbones import read_state_dict
 
 __all__ = ["LAYOUTS", "reference_key_candidates", "convert_state_dict", "load_reference_checkpoint"]
 
-LAYOUTS = ("auto", "ours", "reference", "tsn", "tdn", "gcnet")
+LAYOUTS = ("auto", "ours", "reference", "tsn", "tdn", "gcnet", "tcp")
 
 # Our name -> reference name, applied in order to a key (regex on dotted names).
 _TDN_RULES = [
@@ -58,6 +58,7 @@ _GTM_RULES = [
 
 def _model_kind(model: nn.Module) -> str:
     from actionray.models.gcnet import GCNet
+    from actionray.models.tcp import TCPNet
     from actionray.models.tdn import TDN
     from actionray.models.tsn import TSN
 
@@ -65,6 +66,8 @@ def _model_kind(model: nn.Module) -> str:
         return "gcnet" if model.gtm is not None else "tdn"
     if isinstance(model, TDN):
         return "tdn"
+    if isinstance(model, TCPNet):
+        return "tcp"
     if isinstance(model, TSN):
         return "tsn"
     raise ValueError(f"no reference checkpoint layout is known for {type(model).__name__}; use layout='ours'")
@@ -72,6 +75,10 @@ def _model_kind(model: nn.Module) -> str:
 
 def reference_key_candidates(key: str, kind: str) -> list[str]:
     """Reference names for one of our keys (first = preferred; GCNet's Mamba/conblock also have a duplicate)."""
+    if kind == "tcp":  # TCPNet-repo names live next to the model (actionray/models/tcp.py)
+        from actionray.models.tcp import reference_key_candidates as tcp_candidates
+
+        return tcp_candidates(key)
     if key.startswith("fc."):
         return ["new_fc." + key[3:], "base_model.fc." + key[3:]]  # base_model.fc when trained with dropout 0
     if kind == "tsn":

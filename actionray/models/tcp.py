@@ -6,7 +6,8 @@ positions -> truncated iSQRT (coupled Newton-Schulz, 3 iterations) -> upper tria
 dropout -> linear classifier. The head pools over time itself, so there is no segment consensus.
 
 Module and attribute names follow the TCPNet repository (``TCP.layer_reduce1``, ``TCP_att.TSA.conv_phi_1``,
-``new_fc`` ...) so its checkpoints map onto this model by prefixes only (``TCP_KEY_PREFIXES``).
+``new_fc`` ...) so its checkpoints map onto this model by prefixes only (``reference_key_candidates``, used
+by ``actionray.models.checkpoints`` for the ``tcp`` layout).
 
 Fixed reference bugs (see docs/models.md): the temporal-conv padding chosen by comparing PyTorch version
 strings (wrong on PyTorch >= 1.10: the sequence grows and the reshape fails) is replaced by circular padding
@@ -37,51 +38,40 @@ __all__ = [
     "temporal_covariance_pooling",
     "newton_schulz_sqrtm",
     "triu_vector",
-    "TCP_KEY_PREFIXES",
-    "map_reference_keys",
+    "reference_key_candidates",
 ]
 
 REDUCE_INNER_DIM = 256  # fixed first reduction width in the reference (dim_in -> 256 -> d)
 TRACE_EPS = 1e-5  # added to the trace before dividing (pre-normalisation only, as in the reference)
 
-# TCPNet repo checkpoint layout (after an optional DataParallel "module.") -> ours, first match wins.
-# "base_model.fc." is the classifier of models trained with dropout 0 (the wrapper then keeps no new_fc).
-TCP_KEY_PREFIXES: list[tuple[str, str]] = [
-    ("base_model.TCP.", "TCP."),
-    ("base_model.layer4.iSQRT.", "TCP."),  # older checkpoints: the head lived inside layer4
-    ("base_model.fc.", "new_fc."),
-    ("base_model.", "backbone."),
-    ("new_fc.", "new_fc."),
-]
-# Older checkpoints' attention names (repo ops/keys_mapping.py), tried in order; the first that names a key of
-# the model is used ("att_module.conv_1" must not capture the temporal conv "att_module.conv_1d").
-_OLD_ATTENTION_NAMES: list[tuple[str, str]] = [
-    ("att_module.conv_1.", "TCP_att.TCA.g1."),
-    ("att_module.conv_2.", "TCP_att.TCA.g2."),
-    ("att_module.sp_att.conv_theta.", "TCP_att.TSA.conv_phi_1."),
-    ("att_module.sp_att.conv_phi.", "TCP_att.TSA.conv_phi_2."),
-    ("att_module.sp_att.conv_g.", "TCP_att.TSA.conv_phi0."),
-    ("att_module.sp_att.", "TCP_att.TSA."),
-    ("att_module.", "TCP_att."),
+# Older TCPNet checkpoints kept the head inside layer4 with other attention names (repo ops/keys_mapping.py):
+# our name -> old name, first match wins.
+_OLD_HEAD_NAMES: list[tuple[str, str]] = [
+    ("TCP_att.TCA.g1.", "att_module.conv_1."),
+    ("TCP_att.TCA.g2.", "att_module.conv_2."),
+    ("TCP_att.TSA.conv_phi_1.", "att_module.sp_att.conv_theta."),
+    ("TCP_att.TSA.conv_phi_2.", "att_module.sp_att.conv_phi."),
+    ("TCP_att.TSA.conv_phi0.", "att_module.sp_att.conv_g."),
+    ("TCP_att.TSA.", "att_module.sp_att."),
+    ("TCP_att.", "att_module."),
 ]
 
 
-def map_reference_keys(state: dict[str, Tensor], model_keys: set[str]) -> tuple[dict[str, Tensor], list[str]]:
-    """TCPNet-repo state_dict -> (state in this model's names, reference keys that match no known prefix)."""
-    mapped: dict[str, Tensor] = {}
-    unknown: list[str] = []
-    for key, value in state.items():
-        name = key[len("module."):] if key.startswith("module.") else key
-        prefix = next(((old, new) for old, new in TCP_KEY_PREFIXES if name.startswith(old)), None)
-        if prefix is None:
-            unknown.append(key)
-            continue
-        name = prefix[1] + name[len(prefix[0]):]
-        if prefix[0] == "base_model.layer4.iSQRT.":
-            candidates = [name.replace(old, new, 1) for old, new in _OLD_ATTENTION_NAMES if old in name]
-            name = next((c for c in candidates if c in model_keys), name)
-        mapped[name] = value
-    return mapped, unknown
+def reference_key_candidates(key: str) -> list[str]:
+    """TCPNet-repo names for one of our keys (after the loader strips DataParallel's ``module.``).
+
+    Layout: TSN wrapper ``base_model.`` (torchvision ResNet names, head at ``base_model.TCP.``), classifier
+    ``new_fc.`` (``base_model.fc.`` when trained with dropout 0); older checkpoints: ``base_model.layer4.iSQRT.``.
+    """
+    if key.startswith("new_fc."):
+        return [key, "base_model.fc." + key[len("new_fc."):]]
+    if key.startswith("backbone."):
+        return ["base_model." + key[len("backbone."):]]
+    if key.startswith("TCP."):
+        head = key[len("TCP."):]
+        old = next((o + head[len(n):] for n, o in _OLD_HEAD_NAMES if head.startswith(n)), head)
+        return ["base_model." + key, "base_model.layer4.iSQRT." + old]
+    return [key]
 
 
 def temporal_covariance_pooling(x: Tensor, num_segments: int) -> Tensor:

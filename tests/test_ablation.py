@@ -1,0 +1,165 @@
+"""Ablations: grid -> cells, the papers' table (mean ± std, best bold, delta vs baseline), and a real 2x2 grid
+with one seed on the demo TSN config, checked against its MLflow child runs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from actionray.cli import main
+from actionray.platform.ablation import (ablation_table, baseline_cell, build_axes, build_cells, load_preset,
+                                         parse_grid_item, validate_cells)
+from actionray.platform.config import ConfigError, load_config
+from actionray.platform.report import markdown_table, ablation_cells_text, render_ablation
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = str(REPO / "configs" / "demo_tsn.yaml")
+
+
+def cells_of(*items: str) -> list[dict]:
+    return build_cells(build_axes(dict(parse_grid_item(i) for i in items)))
+
+
+def test_cells_are_the_full_product_in_grid_order_with_short_variant_names():
+    cells = cells_of("model.gtm=true,false", "loss.ccl.enabled=false,true")
+    assert [c["variant"] for c in cells] == ["gtm1-ccl0", "gtm1-ccl1", "gtm0-ccl0", "gtm0-ccl1"]
+    assert cells[1]["overrides"] == {"model.gtm": True, "loss.ccl.enabled": True}
+    assert cells[1]["axes"] == {"gtm": "on", "ccl": "on"}
+
+
+def test_baseline_is_the_all_off_cell_when_there_is_one():
+    assert baseline_cell(cells_of("model.gtm=true,false", "loss.ccl.enabled=true,false"))["variant"] == "gtm0-ccl0"
+
+
+def test_baseline_is_the_first_cell_without_an_all_off_cell():
+    assert baseline_cell(cells_of("optim.lr=0.01,0.1"))["variant"] == "lr0.01"
+
+
+def test_a_named_preset_axis_value_sets_several_keys():
+    preset = load_preset(REPO / "configs" / "ablations" / "tcp_head.yaml")
+    cells = build_cells(build_axes({"method": ["tsn", "tcp"]}, preset))
+    assert [c["variant"] for c in cells] == ["tsn", "tcp"]
+    assert cells[1]["overrides"] == {"trainable": "tcp", "model.name": "tcp"}
+    validate_cells(load_config(DEMO).to_dict(), cells, "test")
+
+
+def test_changing_model_name_alone_is_rejected_before_running():
+    cells = cells_of("model.name=tsn,tcp")
+    with pytest.raises(ConfigError, match="cell modeltcp .*must equal trainable"):
+        validate_cells(load_config(DEMO).to_dict(), cells, "--grid")
+
+
+def test_unknown_grid_key_is_rejected_with_close_matches():
+    with pytest.raises(ConfigError, match="did you mean: model.gtm"):
+        build_axes({"model.gtn": [True, False]})
+
+
+def test_gcnet_preset_is_the_gtm_by_ccl_grid_with_the_paper_numbers():
+    preset = load_preset(REPO / "configs" / "ablations" / "gcnet_ablation.yaml")
+    cells = build_cells(build_axes(preset.grid, preset))
+    assert [c["variant"] for c in cells] == ["gtm0-ccl0", "gtm0-ccl1", "gtm1-ccl0", "gtm1-ccl1"]
+    assert preset.reference["rows"]["gtm1-ccl1"] == [59.9, 88.6] and preset.requires == {"trainable": "gcnet"}
+
+
+def test_preset_with_an_unknown_field_is_rejected(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("grid: {model.gtm: [true]}\nseed: 3\n")
+    with pytest.raises(ConfigError, match="unknown preset field"):
+        load_preset(path)
+
+
+def test_table_has_mean_and_sample_std_over_seeds_and_delta_against_baseline():
+    cells = cells_of("model.gtm=false,true")
+    runs = pd.DataFrame({"variant": ["gtm0", "gtm0", "gtm1", "gtm1"], "seed": [0, 1, 0, 1],
+                         "val_top1": [0.50, 0.60, 0.70, 0.80], "val_top5": [0.9] * 4, "val_mean_class_acc": [0.5] * 4})
+    table = ablation_table(runs, cells)
+    row = table.set_index("variant").loc["gtm1"]
+    assert row["val_top1_mean"] == pytest.approx(75.0) and row["val_top1_std"] == pytest.approx(math.sqrt(50.0))
+    assert row["delta"] == pytest.approx(20.0) and row["seeds"] == 2
+
+
+def test_rendered_table_bolds_the_best_value_and_marks_the_baseline():
+    cells = cells_of("model.gtm=false,true")
+    runs = pd.DataFrame({"variant": ["gtm0", "gtm1"], "seed": [0, 0], "val_top1": [0.5, 0.75],
+                         "val_top5": [0.9, 0.8], "val_mean_class_acc": [0.5, 0.5]})
+    rows = ablation_cells_text(ablation_table(runs, cells))
+    assert rows[1]["val_top1"] == "**75.00**" and rows[0]["val_top5"] == "**90.00**"
+    assert rows[0]["Δ val_top1"] == "baseline" and rows[1]["Δ val_top1"] == "+25.00"
+    assert "<b>75.00</b>" in render_ablation(ablation_table(runs, cells), "t", "html")
+
+
+# --- a real 2x2 ablation, one seed ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ablation(ray_local, synth_videos, tmp_path_factory):
+    """``actionray ablate`` over data.flip x loss.label_smoothing on the shrunk demo config."""
+    from mlflow.tracking import MlflowClient
+
+    from test_tune import tiny_overrides
+
+    root = tmp_path_factory.mktemp("ablation")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    sets = [arg for o in tiny_overrides(synth_videos, root, uri) for arg in ("--set", o)]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["ablate", DEMO, "--grid", "data.flip=true,false", "loss.label_smoothing=0.0,0.1",
+                     "--seeds", "1", "--name", "flip-ls", *sets])
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("actionray")
+    parent = client.search_runs([exp.experiment_id], "tags.`actionray.kind` = 'ablation'")[0]
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return {"code": code, "out": out.getvalue(), "client": client, "parent": parent, "children": children,
+            "uri": uri, "root": root}
+
+
+VARIANTS = {"flip1-label_smoothing0.0", "flip1-label_smoothing0.1", "flip0-label_smoothing0.0",
+            "flip0-label_smoothing0.1"}
+
+
+def test_ablation_logs_one_child_per_cell_tagged_for_filtering(ablation):
+    assert ablation["code"] == 0
+    children = ablation["children"]
+    assert {c.data.tags["variant"] for c in children} == VARIANTS
+    for child in children:
+        tags, params = child.data.tags, child.data.params
+        assert tags["axis.flip"] == ("on" if params["data.flip"] == "True" else "off")
+        assert tags["axis.label_smoothing"] == params["loss.label_smoothing"]
+        assert tags["seed"] == "0" and child.info.status == "FINISHED"
+    assert ablation["parent"].data.tags["actionray.baseline"] == "flip0-label_smoothing0.0"
+
+
+def test_ablation_table_artifact_matches_the_child_runs(ablation):
+    client, parent = ablation["client"], ablation["parent"]
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "ablation/table.csv", str(ablation["root"])))
+    metric = {c.data.tags["variant"]: c.data.metrics for c in ablation["children"]}
+    assert list(table["variant"])[2] == "flip0-label_smoothing0.0"  # grid order kept
+    base = 100 * metric["flip0-label_smoothing0.0"]["val_top1"]
+    for _, row in table.iterrows():
+        for name in ("val_top1", "val_top5", "val_mean_class_acc"):
+            assert row[f"{name}_mean"] == pytest.approx(100 * metric[row["variant"]][name])
+        assert row["delta"] == pytest.approx(100 * metric[row["variant"]]["val_top1"] - base)
+
+
+def test_ablation_parent_holds_markdown_html_csv_and_a_bar_chart(ablation):
+    paths = {a.path for a in ablation["client"].list_artifacts(ablation["parent"].info.run_id, "ablation")}
+    assert paths >= {"ablation/table.md", "ablation/table.html", "ablation/table.csv", "ablation/runs.json",
+                     "ablation/val_top1.png"}
+
+
+def test_report_rerenders_the_same_table_from_child_runs(ablation, tmp_path):
+    client, parent = ablation["client"], ablation["parent"]
+    stored = Path(client.download_artifacts(parent.info.run_id, "ablation/table.md", str(tmp_path))).read_text()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["report", "--ablation", "flip-ls", "--tracking-uri", ablation["uri"]]) == 0
+    table_lines = lambda text: [l for l in text.splitlines() if l.startswith("|")]  # noqa: E731
+    assert table_lines(out.getvalue()) == table_lines(stored) and len(table_lines(stored)) == 6
+    html = tmp_path / "t.html"
+    assert main(["report", "--ablation", parent.info.run_id, "--html", str(html), "--tracking-uri", ablation["uri"]]) == 0
+    assert "<table>" in html.read_text() and all(v in html.read_text() for v in VARIANTS)
