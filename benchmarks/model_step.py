@@ -77,6 +77,14 @@ def train_step(model: nn.Module, x: torch.Tensor, bf16: bool) -> tuple[float, fl
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """channels_last for 4-D weights only: ``Module.to(memory_format=...)`` raises on TCP's 5-D Conv3d weight."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
 def _error(error: Exception) -> str:
     return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
 
@@ -110,7 +118,7 @@ def bench_setting(names: list[str], setting: str, args: argparse.Namespace) -> l
     if device.type == "cuda":  # bf16 autocast + channels_last, after all fp32 timings
         bf16_steps: dict[str, list[float]] = {n: [] for n in runnable}
         for name, (model, x) in runnable.items():
-            model.to(memory_format=torch.channels_last)
+            to_channels_last(model)
             for _ in range(args.warmup):
                 train_step(model, x, bf16=True)
         for _ in range(args.steps):

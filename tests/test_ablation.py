@@ -98,7 +98,8 @@ def test_rendered_table_bolds_the_best_value_and_marks_the_baseline():
 
 @pytest.fixture(scope="module")
 def ablation(ray_local, synth_videos, tmp_path_factory):
-    """``actionray ablate`` over data.flip x loss.label_smoothing on the shrunk demo config."""
+    """``actionray ablate`` over data.flip x loss.label_smoothing on the shrunk demo config, all 4 cells at once
+    (the planner would allow 2 on 4 CPUs; 4 quarter-CPU workers still leave 2 CPUs for decoding)."""
     from mlflow.tracking import MlflowClient
 
     from test_tune import tiny_overrides
@@ -109,7 +110,8 @@ def ablation(ray_local, synth_videos, tmp_path_factory):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["ablate", DEMO, "--grid", "data.flip=true,false", "loss.label_smoothing=0.0,0.1",
-                     "--seeds", "1", "--name", "flip-ls", *sets])
+                     "--seeds", "1", "--name", "flip-ls", "--max-concurrent", "4", *sets,
+                     "--set", "scaling.cpus_per_worker=0.25"])
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("actionray")
     parent = client.search_runs([exp.experiment_id], "tags.`actionray.kind` = 'ablation'")[0]

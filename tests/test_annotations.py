@@ -15,7 +15,8 @@ def write(tmp_path: Path, text: str, name: str = "list.txt") -> Path:
 
 def test_three_column_lines_give_path_frames_label(tmp_path):
     records = read_list(write(tmp_path, "a/v1.mp4 30 2\nb/v2.mp4 12 0\n"))
-    assert records == [VideoRecord(str(tmp_path / "a/v1.mp4"), 30, 2, 1), VideoRecord(str(tmp_path / "b/v2.mp4"), 12, 0, 2)]
+    assert records == [VideoRecord(str(tmp_path / "a/v1.mp4"), 30, 2, 1),
+                       VideoRecord(str(tmp_path / "b/v2.mp4"), 12, 0, 2)]
 
 
 def test_two_column_lines_mark_frames_unknown(tmp_path):

@@ -83,3 +83,40 @@ def test_head_starts_dashboard_for_all_hosts_and_an_mlflow_server(cluster):
     commands = " ".join(cluster["head_start_ray_commands"])
     assert "--dashboard-host=0.0.0.0" in commands and "ray start --head" in commands
     assert "mlflow server" in commands and "--port 5000" in commands
+
+
+SCRIPTS = ["submit_train.sh", "submit_sweep.sh", "submit_ablation.sh", "fetch_results.sh"]
+
+
+def dry_run(script: str, *args: str) -> str:
+    import subprocess
+
+    env = {**os.environ, "DRY_RUN": "1", "ACTIONRAY_MLFLOW_URI": "http://10.0.0.5:5000", "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    done = subprocess.run(["bash", str(REPO / "scripts" / script), *args], capture_output=True, text=True,
+                          env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_cluster_scripts_print_usage_without_arguments(script):
+    import subprocess
+
+    done = subprocess.run(["bash", str(REPO / "scripts" / script), "--help"], capture_output=True, text=True,
+                          timeout=30)
+    assert "Usage: scripts/" + script in done.stdout
+
+
+def test_submit_sweep_wraps_ray_job_submit_with_the_mlflow_uri_for_the_cluster():
+    out = dry_run("submit_sweep.sh", "configs/demo_tsn.yaml", "lr_schedule", "--num-samples", "8")
+    assert out.startswith("ray job submit --address http://127.0.0.1:8265 --submission-id sweep-")
+    assert "--working-dir ." in out and "MLFLOW_TRACKING_URI" in out and "http://10.0.0.5:5000" in out
+    assert out.rstrip().endswith("-- python -m actionray tune configs/demo_tsn.yaml --space lr_schedule "
+                                 "--num-samples 8 --set tracking.uri=http://10.0.0.5:5000")
+
+
+def test_fetch_results_reads_job_logs_and_rerenders_the_table():
+    out = dry_run("fetch_results.sh", "job-7", "--ablation", "gcnet-abl", "--out", "/tmp/x")
+    assert "ray job logs --address http://127.0.0.1:8265 job-7" in out
+    assert "python -m actionray report --ablation gcnet-abl" in out and "--html /tmp/x/ablation.html" in out

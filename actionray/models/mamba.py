@@ -32,24 +32,25 @@ def selective_scan_reference(u: torch.Tensor, delta: torch.Tensor, A: torch.Tens
     """Selective scan in plain PyTorch, sequential over L.
 
     u, delta, z: (B, Dm, L); A: (Dm, N); B, C: (B, N, L); D, delta_bias: (Dm,) -> y (B, Dm, L).
-    Computed in float32 (the state recurrence loses accuracy in half precision), returned in u's dtype.
+    Computed in at least float32 (the state recurrence loses accuracy in half precision), returned in u's dtype.
     """
     dtype = u.dtype
-    u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
+    work = torch.promote_types(dtype, torch.float32)
+    u, delta, A, B, C, D = (t.to(work) for t in (u, delta, A, B, C, D))
     if delta_bias is not None:
-        delta = delta + delta_bias.float()[:, None]
+        delta = delta + delta_bias.to(work)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    decay = torch.exp(delta.unsqueeze(-1) * A.float()[None, :, None, :])  # (B, Dm, L, N)
+    decay = torch.exp(delta.unsqueeze(-1) * A[None, :, None, :])  # (B, Dm, L, N)
     drive = (delta * u).unsqueeze(-1) * B.transpose(1, 2)[:, None]  # (B, Dm, L, N)
     state = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     ys = []
     for t in range(u.shape[2]):
         state = decay[:, :, t] * state + drive[:, :, t]
         ys.append(torch.einsum("bdn,bn->bd", state, C[:, :, t]))
-    y = torch.stack(ys, dim=2) + u * D.float()[:, None]
+    y = torch.stack(ys, dim=2) + u * D[:, None]
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y * F.silu(z.to(work))
     return y.to(dtype)
 
 

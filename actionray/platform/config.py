@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -273,7 +274,8 @@ def _resolve_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
     cfg.train.storage_path = absolute(cfg.train.storage_path)
     cfg.eval.output_dir = absolute(cfg.eval.output_dir)
     if cfg.tracking.uri is None:
-        cfg.tracking.uri = f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+        # MLFLOW_TRACKING_URI (e.g. set for a cluster job via --runtime-env-json) beats the embedded default.
+        cfg.tracking.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
     # A tracking server picks its own (proxied) artifact store; a local folder would be per node on a cluster.
     if cfg.tracking.artifact_location is None and not cfg.tracking.uri.startswith(("http://", "https://")):
         cfg.tracking.artifact_location = str(Path.cwd().resolve() / "mlartifacts")

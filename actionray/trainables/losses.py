@@ -35,7 +35,7 @@ def category_supervised_contrastive_loss(features: torch.Tensor, labels: torch.T
     """SupCon over videos: features (B, T, D), labels (B,) -> scalar.
 
     With z_i = video_embedding, s_ij = z_i . z_j / tau, P(i) = {p != i : y_p = y_i} and A(i) = {a != i}:
-        L = mean over anchors i with P(i) non-empty of  -1/|P(i)| * sum_{p in P(i)} log( exp(s_ip) / sum_{a in A(i)} exp(s_ia) )
+        L = mean_{i : P(i) non-empty}  -1/|P(i)| sum_{p in P(i)} log( exp(s_ip) / sum_{a in A(i)} exp(s_ia) )
     (Khosla et al. 2020, L_out). Same-label pairs are pulled together; every other video, in particular every
     different-label one, sits in the denominator and is pushed away. A batch with no same-label pair gives 0.
     """

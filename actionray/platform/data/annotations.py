@@ -60,7 +60,8 @@ def _parse_line(raw: str, where: str, base: Path, line_no: int, num_classes: int
     return VideoRecord(path=str(path), num_frames=num_frames, label=label, line=line_no)
 
 
-def read_list(list_file: str | Path, root: str | Path | None = None, num_classes: int | None = None) -> list[VideoRecord]:
+def read_list(list_file: str | Path, root: str | Path | None = None,
+              num_classes: int | None = None) -> list[VideoRecord]:
     """Parse a TSN-format list file; blank lines and ``#`` comments are skipped."""
     list_file = Path(list_file)
     if not list_file.is_file():

@@ -126,7 +126,8 @@ class FrameFolderReader:
         self.path, self.template, self.short_side = str(path), template, short_side
         if not os.path.isdir(self.path):
             raise DecodeError(self.path, "frame folder not found")
-        self.num_frames = num_frames if num_frames is not None and num_frames > 0 else _count_folder(self.path, template)
+        known = num_frames is not None and num_frames > 0
+        self.num_frames = num_frames if known else _count_folder(self.path, template)
         if self.num_frames < 1:
             raise DecodeError(self.path, f"no frames named like {template.format(1)!r}")
 

@@ -42,7 +42,7 @@ from actionray.platform.data.transforms import build_clip_transform, flip_label,
 
 __all__ = [
     "build_clip_dataset", "dataset_config", "iter_model_batches", "skip_report", "TooManySkippedError",
-    "PipelineMonitor", "list_for_split", "MONITOR_KEY", "transform_rng",
+    "PipelineMonitor", "list_for_split", "MONITOR_KEY", "transform_rng", "DecodeJob", "decode_sample",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,8 @@ def transform_rng(seed: int, epoch: int, index: int, clip: int = 0) -> np.random
 
 
 @dataclass(frozen=True)
-class _DecodeJob:
-    """Everything a decode task needs; pickled once into ``fn_kwargs``."""
+class DecodeJob:
+    """Everything a decode task needs for one split; pickled once into ``fn_kwargs``."""
 
     data: Any  # DataConfig
     split: Split
@@ -103,9 +103,20 @@ class _DecodeJob:
     crops: int = 1
     test_scale_size: int | None = None
 
+    @classmethod
+    def from_config(cls, cfg, split: Split, monitor: str = "") -> "DecodeJob":
+        """The decode settings of ``split`` from an ExperimentConfig (test views from ``cfg.eval``)."""
+        test = split == "test"
+        spec = SamplingSpec.from_config(cfg.data, clips=cfg.eval.clips if test else 1)
+        on_error = cfg.data.on_error_train if split == "train" else cfg.data.on_error_eval
+        return cls(data=cfg.data, split=split, spec=spec, seed=cfg.train.seed, on_error=on_error,
+                   monitor=monitor, crops=cfg.eval.crops if test else 1,
+                   test_scale_size=cfg.eval.scale_size if test else None)
 
-def _decode_row(job: _DecodeJob, path: str, num_frames: int, label: int, index: int, epoch: int) -> dict:
-    """One list row -> columns for each of its views (1 for train/val, clips x crops for test)."""
+
+def decode_sample(job: DecodeJob, path: str, num_frames: int, label: int, index: int, epoch: int) -> dict[str, list]:
+    """One list row -> column lists for each of its views (1 for train/val, clips x crops for test):
+    video uint8 (N, S, S, 3), label, index, epoch, frame_indices (N,), view. Raises ``DecodeError``."""
     data = job.data
     clips = job.spec.clips if job.split == "test" else 1
     with open_video(path, "frames" if data.format == "frames" else "video", frame_template=data.frame_template,
@@ -130,13 +141,13 @@ def _decode_row(job: _DecodeJob, path: str, num_frames: int, label: int, index: 
     return out
 
 
-def _decode_batch(batch: dict[str, np.ndarray], job: _DecodeJob) -> Iterator[dict[str, np.ndarray]]:
+def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob) -> Iterator[dict[str, np.ndarray]]:
     """Ray Data UDF: a batch of list rows -> decoded clip rows; yields per row for test (bounded heap)."""
     epoch = ray.get(_monitor(job.monitor).get_epoch.remote()) if job.split == "train" else 0
     columns: dict[str, list] = {}
     for path, num_frames, label, index in zip(batch["path"], batch["num_frames"], batch["label"], batch["index"]):
         try:
-            row = _decode_row(job, str(path), int(num_frames), int(label), int(index), epoch)
+            row = decode_sample(job, str(path), int(num_frames), int(label), int(index), epoch)
         except DecodeError as error:
             reason = f"{error.path}: {error.reason}"
             if job.on_error == "raise":
@@ -155,6 +166,15 @@ def _decode_batch(batch: dict[str, np.ndarray], job: _DecodeJob) -> Iterator[dic
 def _stack(columns: dict[str, list]) -> dict[str, np.ndarray]:
     return {key: np.stack(values).astype(np.int64) if key != "video" else np.stack(values)
             for key, values in columns.items()}
+
+
+def _block_bytes(job: DecodeJob) -> int:
+    """Output block target: about one UDF call's clips, so each decode batch streams out as it is ready
+    (the 128 MiB default would hold back ~100 clips per block and delay the first batch)."""
+    side = job.test_scale_size if job.crops == 3 else job.data.input_size
+    views = job.spec.clips * job.crops if job.split == "test" else 1
+    rows = views if job.split == "test" else job.data.decode_batch_size
+    return max(1 << 20, int(1.5 * rows * job.spec.clip_length * side * side * 3))
 
 
 def list_for_split(cfg, split: Split) -> str:
@@ -187,12 +207,10 @@ def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None) -> "r
     monitor_name = f"actionray_pipeline_{split}_{uuid.uuid4().hex[:12]}"
     # Owned by the creating process (the driver or a Tune trial); the handle is kept so it lives as long.
     _OWNED_MONITORS[monitor_name] = PipelineMonitor.options(name=monitor_name, namespace=NAMESPACE).remote(len(rows))
-    clips = cfg.eval.clips if split == "test" else 1
-    job = _DecodeJob(data=data, split=split, spec=SamplingSpec.from_config(data, clips=clips), seed=cfg.train.seed,
-                     on_error=data.on_error_train if split == "train" else data.on_error_eval,
-                     monitor=monitor_name, crops=cfg.eval.crops if split == "test" else 1,
-                     test_scale_size=cfg.eval.scale_size if split == "test" else None)
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * data.decode_tasks * 8)))
+    job = DecodeJob.from_config(cfg, split, monitor_name)
+    # ~4 blocks per decode task balances the pool; a block is decoded by one streaming task that yields every
+    # decode_batch_size rows, so big blocks do not mean big memory, and few blocks keep the shuffle cheap.
+    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 4 * data.decode_tasks))
     if split == "train":
         from ray.data import RandomSeedConfig
 
@@ -201,6 +219,7 @@ def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None) -> "r
     ds = ds.map_batches(_decode_batch, batch_size=data.decode_batch_size, fn_kwargs={"job": job},
                         compute=ray.data.TaskPoolStrategy(size=data.decode_tasks), num_cpus=1)
     ds.context.set_config(MONITOR_KEY, monitor_name)
+    ds.context.target_max_block_size = _block_bytes(job)
     ds.context.execution_options = _execution_options(cfg, split)
     return ds
 

@@ -1,0 +1,171 @@
+"""Data-path throughput: bare decord loop vs the Ray Data pipeline vs a torch DataLoader.
+
+All three run the same per-sample code (``pipeline.decode_sample``: sample indices from (seed, epoch, index),
+decord decode, train transforms) on the same generated videos and end in the same normalised float batch:
+
+  (a) one process, a plain loop;
+  (b) ``build_clip_dataset`` + ``iter_model_batches`` with ``--workers`` Ray Data decode tasks;
+  (c) ``torch.utils.data.DataLoader`` with ``--workers`` worker processes.
+
+Each runs ``--passes`` passes; the first pass (worker start-up, imports) is reported separately from the
+steady-state passes. Example:
+
+  python benchmarks/data_throughput.py --videos 64 --workers 2 --size 320x240 --frames 96 --segments 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+import torch  # noqa: E402
+
+from actionray.platform.config import build_config  # noqa: E402
+from actionray.platform.data.annotations import read_list  # noqa: E402
+from actionray.platform.data.pipeline import DecodeJob, decode_sample  # noqa: E402
+from actionray.platform.data.transforms import normalize  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=64, help="number of generated videos (rounded up to 8 classes)")
+    parser.add_argument("--frames", type=int, default=96, help="frames per video")
+    parser.add_argument("--size", default="320x240", help="stored video size WxH")
+    parser.add_argument("--workers", type=int, default=2, help="Ray Data decode tasks = DataLoader workers")
+    parser.add_argument("--segments", type=int, default=8, help="segments per clip (K)")
+    parser.add_argument("--frames-per-segment", type=int, default=1, help="L (5 for TDN/GCNet)")
+    parser.add_argument("--input-size", type=int, default=224, help="crop size S of the clip (S x S)")
+    parser.add_argument("--short-side", type=int, default=None, help="decoder-side resize (data.decode_short_side)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--decode-batch-size", type=int, default=2, help="clips per Ray Data decode task call")
+    parser.add_argument("--passes", type=int, default=3, help="passes over the data per method (first = warm-up)")
+    parser.add_argument("--data-dir", default=None, help="reuse/generate videos here (default: a temp folder)")
+    parser.add_argument("--only", default="abc", help="subset of methods to run, e.g. 'ab'")
+    return parser.parse_args(argv)
+
+
+def make_config(args: argparse.Namespace, list_file: Path, num_classes: int):
+    return build_config({"data": {
+        "train_list": str(list_file), "val_list": str(list_file), "num_classes": num_classes,
+        "num_segments": args.segments, "frames_per_segment": args.frames_per_segment,
+        "input_size": args.input_size, "decode_short_side": args.short_side, "batch_size": args.batch_size,
+        "decode_tasks": args.workers, "decode_batch_size": args.decode_batch_size, "on_error_train": "raise"}})
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Map-style dataset for the DataLoader baseline: the same ``decode_sample`` as the Ray Data UDF."""
+
+    def __init__(self, job: DecodeJob, records, epoch: int = 0):
+        self.job, self.records, self.epoch = job, records, epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        r = self.records[i]
+        row = decode_sample(self.job, r.path, r.num_frames, r.label, i, self.epoch)
+        return torch.from_numpy(row["video"][0]), row["label"][0]
+
+
+def run_bare(cfg, records, passes: int) -> list[float]:
+    """(a) single-process loop; clips/s per pass."""
+    job = DecodeJob.from_config(cfg, "train")
+    rates = []
+    for epoch in range(passes):
+        start, batch = time.perf_counter(), []
+        for i, r in enumerate(records):
+            batch.append(torch.from_numpy(decode_sample(job, r.path, r.num_frames, r.label, i, epoch)["video"][0]))
+            if len(batch) == cfg.data.batch_size:
+                normalize(torch.stack(batch))
+                batch = []
+        rates.append(len(records) / (time.perf_counter() - start))
+    return rates
+
+
+def run_ray(cfg, passes: int) -> list[float]:
+    """(b) Ray Data pipeline iterated as a training worker does; clips/s per pass."""
+    import ray
+
+    from actionray.platform.data.pipeline import build_clip_dataset, iter_model_batches
+
+    ray.init(address="local", num_cpus=cfg.data.decode_tasks, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING)
+    try:
+        ds = build_clip_dataset(cfg, "train")
+        rates = []
+        for epoch in range(passes):
+            start, n = time.perf_counter(), 0
+            for batch in iter_model_batches(ds, cfg, "train", epoch=epoch):
+                n += len(batch["label"])
+            rates.append(n / (time.perf_counter() - start))
+        return rates
+    finally:
+        ray.shutdown()
+
+
+def run_dataloader(cfg, records, passes: int) -> list[float]:
+    """(c) torch DataLoader with the same number of worker processes; clips/s per pass."""
+    dataset = ClipDataset(DecodeJob.from_config(cfg, "train"), records)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=cfg.data.decode_tasks, persistent_workers=True,
+                                         prefetch_factor=cfg.data.prefetch_batches or None)
+    rates = []
+    for epoch in range(passes):
+        # persistent workers keep epoch 0's offsets: same cost per clip, and no re-fork charged to the baseline
+        start, n = time.perf_counter(), 0
+        for video, label in loader:
+            normalize(video)
+            n += len(label)
+        rates.append(n / (time.perf_counter() - start))
+    return rates
+
+
+def summary(rates: list[float]) -> str:
+    steady = rates[1:] or rates
+    return f"first pass {rates[0]:7.1f}  steady {sum(steady) / len(steady):7.1f} clips/s"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Generate the videos, time (a), (b), (c) and print clips/s with the ratios b/a and b/c."""
+    from actionray.platform.data.synth import generate_dataset
+
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="actionray_bench_"))
+    synth = generate_dataset(data_dir, videos_per_class=max(2, math.ceil(args.videos / 8)), frames=args.frames,
+                             size=(width, height), seed=0, format="mp4")
+    records = (read_list(synth.train_list) + read_list(synth.val_list))[: args.videos]  # both splits: all videos
+    list_file = data_dir / f"bench_{len(records)}.txt"
+    list_file.write_text("".join(f"{r.path} {r.num_frames} {r.label}\n" for r in records))
+    cfg = make_config(args, list_file, synth.num_classes)
+    print(f"{len(records)} videos {width}x{height}x{args.frames}, clip {args.segments}x{args.frames_per_segment} "
+          f"frames at {args.input_size}px, short_side={args.short_side}, workers={args.workers}, "
+          f"batch={args.batch_size}, cpus={os.cpu_count()}, load={os.getloadavg()[0]:.1f}", flush=True)
+    results = {}
+    if "a" in args.only:
+        results["a"] = run_bare(cfg, records, args.passes)
+        print(f"(a) bare decord loop, 1 process : {summary(results['a'])}", flush=True)
+    if "b" in args.only:
+        results["b"] = run_ray(cfg, args.passes)
+        print(f"(b) Ray Data, {args.workers} decode tasks   : {summary(results['b'])}", flush=True)
+    if "c" in args.only:
+        results["c"] = run_dataloader(cfg, records, args.passes)
+        print(f"(c) DataLoader, {args.workers} workers      : {summary(results['c'])}", flush=True)
+    steady = {k: sum(v[1:] or v) / len(v[1:] or v) for k, v in results.items()}
+    if "a" in steady and "b" in steady:
+        print(f"b/a = {steady['b'] / steady['a']:.2f} ({steady['b'] / steady['a'] / args.workers:.2f} per decode CPU)")
+    if "c" in steady and "b" in steady:
+        print(f"b/c = {steady['b'] / steady['c']:.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

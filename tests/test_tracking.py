@@ -1,0 +1,74 @@
+"""MLflow tracking never ends a run: an unreachable server costs a warning, not the training."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from actionray.platform.tracking import Tracker, configure_http_env, start_run
+
+
+def closed_port_uri() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens here once the socket is closed
+
+
+@pytest.fixture
+def fast_http(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+
+
+def test_http_defaults_are_short_but_user_values_win(monkeypatch):
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    values = configure_http_env()
+    assert values["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1" and values["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
+
+
+def test_unreachable_server_warns_once_and_turns_tracking_off(fast_http, capsys):
+    tracker = Tracker(closed_port_uri(), "some-run")
+    tracker.log_metrics({"loss": 1.0}, step=1)
+    tracker.log_metrics({"loss": 0.5}, step=2)
+    tracker.end()
+    err = capsys.readouterr().err
+    assert err.count("WARNING: MLflow") == 1 and "training continues" in err
+    assert not tracker.active
+
+
+def test_start_run_with_unreachable_server_returns_an_inactive_tracker(fast_http, workdir, capsys):
+    from actionray.platform.config import build_config
+
+    cfg = build_config({"tracking": {"uri": closed_port_uri()}})
+    tracker = start_run(cfg, "run")
+    assert not tracker.active and tracker.run_id is None
+    assert "create run failed" in capsys.readouterr().err
+
+
+def test_start_run_logs_flattened_config_params_and_provenance_tags(workdir):
+    from mlflow.tracking import MlflowClient
+
+    from actionray.platform.config import build_config
+
+    cfg = build_config({"name": "cfgname", "optim": {"lr": 0.02}})
+    tracker = start_run(cfg, "run-a", parent_run_id="parent123", tags={"variant": "gtm1-ccl0"})
+    run = MlflowClient(cfg.tracking.uri).get_run(tracker.run_id)
+    assert run.data.params["optim.lr"] == "0.02" and run.data.params["data.num_segments"] == "8"
+    assert len(run.data.params) == len(cfg.flat())
+    tags = run.data.tags
+    assert tags["mlflow.parentRunId"] == "parent123" and tags["variant"] == "gtm1-ccl0"
+    assert tags["config"] == "cfgname" and tags["trainable"] == "tsn" and "torch.version" in tags
+    assert run.info.artifact_uri.startswith((workdir / "mlartifacts").as_uri())
+
+
+def test_training_finishes_when_the_tracking_server_is_down(ray_local, synth_videos, workdir, fast_http):
+    from test_train import tiny_config
+
+    from actionray.platform.train import fit
+
+    cfg = tiny_config(synth_videos, workdir, tracking={"uri": closed_port_uri()})
+    summary = fit(cfg)
+    assert summary["final"]["epoch"] == 1 and summary["mlflow_run_id"] is None
