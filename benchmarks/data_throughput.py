@@ -7,8 +7,8 @@ decord decode, train transforms) on the same generated videos and end in the sam
   (b) ``build_clip_dataset`` + ``iter_model_batches`` with ``--workers`` Ray Data decode tasks;
   (c) ``torch.utils.data.DataLoader`` with ``--workers`` worker processes.
 
-Each runs ``--passes`` passes; the first pass (worker start-up, imports) is reported separately from the
-steady-state passes. Example:
+The methods run interleaved, pass by pass (a shared machine's load then hits all of them alike); the first
+pass (worker start-up, imports) is reported apart from the median of the steady passes. Example:
 
   python benchmarks/data_throughput.py --videos 64 --workers 2 --size 320x240 --frames 96 --segments 8
 """
@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--short-side", type=int, default=None, help="decoder-side resize (data.decode_short_side)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--decode-batch-size", type=int, default=2, help="clips per Ray Data decode task call")
-    parser.add_argument("--passes", type=int, default=3, help="passes over the data per method (first = warm-up)")
+    parser.add_argument("--passes", type=int, default=4, help="passes over the data per method (first = warm-up)")
     parser.add_argument("--data-dir", default=None, help="reuse/generate videos here (default: a temp folder)")
     parser.add_argument("--only", default="abc", help="subset of methods to run, e.g. 'ab'")
     return parser.parse_args(argv)
@@ -75,62 +76,57 @@ class ClipDataset(torch.utils.data.Dataset):
         return torch.from_numpy(row["video"][0]), row["label"][0]
 
 
-def run_bare(cfg, records, passes: int) -> list[float]:
-    """(a) single-process loop; clips/s per pass."""
+def bare_runner(cfg, records) -> Callable[[int], float]:
+    """(a) single-process loop: one pass -> clips/s."""
     job = DecodeJob.from_config(cfg, "train")
-    rates = []
-    for epoch in range(passes):
+
+    def one_pass(epoch: int) -> float:
         start, batch = time.perf_counter(), []
         for i, r in enumerate(records):
             batch.append(torch.from_numpy(decode_sample(job, r.path, r.num_frames, r.label, i, epoch)["video"][0]))
             if len(batch) == cfg.data.batch_size:
                 normalize(torch.stack(batch))
                 batch = []
-        rates.append(len(records) / (time.perf_counter() - start))
-    return rates
+        return len(records) / (time.perf_counter() - start)
+    return one_pass
 
 
-def run_ray(cfg, passes: int) -> list[float]:
-    """(b) Ray Data pipeline iterated as a training worker does; clips/s per pass."""
-    import ray
-
+def ray_runner(cfg) -> Callable[[int], float]:
+    """(b) Ray Data pipeline iterated as a training worker does: one pass -> clips/s."""
     from actionray.platform.data.pipeline import build_clip_dataset, iter_model_batches
 
-    ray.init(address="local", num_cpus=cfg.data.decode_tasks, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING)
-    try:
-        ds = build_clip_dataset(cfg, "train")
-        rates = []
-        for epoch in range(passes):
-            start, n = time.perf_counter(), 0
-            for batch in iter_model_batches(ds, cfg, "train", epoch=epoch):
-                n += len(batch["label"])
-            rates.append(n / (time.perf_counter() - start))
-        return rates
-    finally:
-        ray.shutdown()
+    ds = build_clip_dataset(cfg, "train")
+
+    def one_pass(epoch: int) -> float:
+        start, n = time.perf_counter(), 0
+        for batch in iter_model_batches(ds, cfg, "train", epoch=epoch):
+            n += len(batch["label"])
+        return n / (time.perf_counter() - start)
+    return one_pass
 
 
-def run_dataloader(cfg, records, passes: int) -> list[float]:
-    """(c) torch DataLoader with the same number of worker processes; clips/s per pass."""
+def dataloader_runner(cfg, records) -> Callable[[int], float]:
+    """(c) torch DataLoader with the same number of (persistent) worker processes: one pass -> clips/s."""
     dataset = ClipDataset(DecodeJob.from_config(cfg, "train"), records)
+    # Persistent workers keep epoch 0's offsets: same cost per clip, and no re-fork charged to the baseline.
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                                          num_workers=cfg.data.decode_tasks, persistent_workers=True,
-                                         prefetch_factor=cfg.data.prefetch_batches or None)
-    rates = []
-    for epoch in range(passes):
-        # persistent workers keep epoch 0's offsets: same cost per clip, and no re-fork charged to the baseline
+                                         prefetch_factor=cfg.data.prefetch_batches or None,
+                                         multiprocessing_context="spawn")  # no fork of a Ray-connected process
+
+    def one_pass(epoch: int) -> float:
         start, n = time.perf_counter(), 0
         for video, label in loader:
             normalize(video)
             n += len(label)
-        rates.append(n / (time.perf_counter() - start))
-    return rates
+        return n / (time.perf_counter() - start)
+    return one_pass
 
 
 def summary(rates: list[float]) -> str:
-    steady = rates[1:] or rates
-    return f"first pass {rates[0]:7.1f}  steady {sum(steady) / len(steady):7.1f} clips/s"
+    steady = sorted(rates[1:] or rates)
+    return (f"first pass {rates[0]:7.1f}  steady median {steady[len(steady) // 2]:7.1f} clips/s  "
+            f"(passes: {', '.join(f'{r:.1f}' for r in rates)})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,17 +146,30 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(records)} videos {width}x{height}x{args.frames}, clip {args.segments}x{args.frames_per_segment} "
           f"frames at {args.input_size}px, short_side={args.short_side}, workers={args.workers}, "
           f"batch={args.batch_size}, cpus={os.cpu_count()}, load={os.getloadavg()[0]:.1f}", flush=True)
-    results = {}
-    if "a" in args.only:
-        results["a"] = run_bare(cfg, records, args.passes)
-        print(f"(a) bare decord loop, 1 process : {summary(results['a'])}", flush=True)
+    runners: dict[str, Callable[[int], float]] = {}
     if "b" in args.only:
-        results["b"] = run_ray(cfg, args.passes)
-        print(f"(b) Ray Data, {args.workers} decode tasks   : {summary(results['b'])}", flush=True)
+        import ray
+
+        ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
+        runners["b"] = ray_runner(cfg)
+    if "a" in args.only:
+        runners["a"] = bare_runner(cfg, records)
     if "c" in args.only:
-        results["c"] = run_dataloader(cfg, records, args.passes)
-        print(f"(c) DataLoader, {args.workers} workers      : {summary(results['c'])}", flush=True)
-    steady = {k: sum(v[1:] or v) / len(v[1:] or v) for k, v in results.items()}
+        runners["c"] = dataloader_runner(cfg, records)
+    # Interleave the methods pass by pass so that load from other processes drifts onto all of them alike.
+    results: dict[str, list[float]] = {key: [] for key in sorted(runners)}
+    for epoch in range(args.passes):
+        for key in sorted(runners):
+            results[key].append(runners[key](epoch))
+        print(f"pass {epoch}: " + "  ".join(f"{k}={v[-1]:.1f}" for k, v in results.items()), flush=True)
+    names = {"a": "(a) bare decord loop, 1 process", "b": f"(b) Ray Data, {args.workers} decode tasks",
+             "c": f"(c) DataLoader, {args.workers} workers"}
+    for key, rates in results.items():
+        print(f"{names[key]:34s}: {summary(rates)}")
+    if "b" in runners:
+        ray.shutdown()
+    steady = {k: sorted(v[1:] or v)[len(v[1:] or v) // 2] for k, v in results.items()}
     if "a" in steady and "b" in steady:
         print(f"b/a = {steady['b'] / steady['a']:.2f} ({steady['b'] / steady['a'] / args.workers:.2f} per decode CPU)")
     if "c" in steady and "b" in steady:

@@ -100,7 +100,7 @@ def dry_run(script: str, *args: str) -> str:
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_cluster_scripts_print_usage_without_arguments(script):
+def test_cluster_scripts_print_their_usage_header_on_help(script):
     import subprocess
 
     done = subprocess.run(["bash", str(REPO / "scripts" / script), "--help"], capture_output=True, text=True,

@@ -29,7 +29,7 @@ def test_bad_override_value_is_rejected_with_its_path():
 
 def test_override_into_a_value_is_rejected():
     with pytest.raises(ConfigError, match="is a value, not a section"):
-        build_config({}, ["optim.lr.x=1"])
+        build_config({"optim": {"lr": 0.1}}, ["optim.lr.x=1"])
 
 
 def test_overrides_parse_yaml_values():

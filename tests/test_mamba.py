@@ -112,3 +112,11 @@ def test_cuda_kernel_agrees_with_the_plain_pytorch_scan():
     kernel = selective_scan(u, delta, A, B, C, D, z, delta_bias=bias)
     plain = selective_scan_reference(u, delta, A, B, C, D, z, delta_bias=bias)
     assert torch.allclose(kernel, plain, atol=1e-4, rtol=1e-3)
+
+
+def test_scan_stays_in_float32_under_bf16_autocast():
+    u, delta, A, B, C, D, z, bias = (t.float() for t in _scan_inputs())
+    plain = selective_scan_reference(u, delta, A, B, C, D, z, delta_bias=bias)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = selective_scan_reference(u, delta, A, B, C, D, z, delta_bias=bias)
+    assert autocast.dtype == torch.float32 and torch.equal(autocast, plain)

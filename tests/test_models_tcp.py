@@ -8,6 +8,7 @@ import torch
 from actionray.models import build_model
 from actionray.models.tcp import (
     TemporalAttention,
+    TemporalAttentiveCovariancePooling,
     TemporalSpatialAttention,
     newton_schulz_sqrtm,
     temporal_covariance_pooling,
@@ -110,6 +111,13 @@ def test_one_newton_schulz_iteration_is_the_reference_polynomial():
     a = spd / (trace + 1e-5)
     expected = a @ (0.5 * (3 * torch.eye(8, dtype=spd.dtype) - a)) * trace.sqrt()
     assert torch.allclose(newton_schulz_sqrtm(spd, iterations=1), expected)
+
+
+def test_covariance_and_isqrt_stay_float32_under_bf16_autocast():
+    head = TemporalAttentiveCovariancePooling(in_dim=32, num_segments=2, reduced_dim=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(torch.randn(4, 32, 3, 3))
+    assert out.dtype == torch.float32 and out.shape == (2, 36)
 
 
 def test_triu_vector_is_row_major_upper_triangle_with_8256_entries_for_128():

@@ -59,6 +59,14 @@ def test_test_split_emits_one_row_per_clip_and_crop(ray_local, synth_videos):
     assert len(clip0) == len(clip1) == 1 and clip0 != clip1
 
 
+def test_frame_folders_flow_through_the_same_pipeline(ray_local, synth_frames):
+    cfg = make_cfg(synth_frames, format="frames")
+    rows = collect(build_clip_dataset(cfg, "val"), cfg, "val")
+    want = sample_clip(SamplingSpec.from_config(cfg.data), 16, "val", 0, 0, 0).tolist()
+    assert len(rows) == len(read_list(synth_frames.val_list)) and rows[0]["frame_indices"].tolist() == want
+    assert rows[0]["video"].shape == (4, 3, 32, 32)
+
+
 @pytest.fixture(scope="module")
 def broken_list(synth_videos, tmp_path_factory) -> Path:
     """Six good videos, one zero-byte file and one truncated file (8 entries, label 0)."""

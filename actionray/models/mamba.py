@@ -34,6 +34,12 @@ def selective_scan_reference(u: torch.Tensor, delta: torch.Tensor, A: torch.Tens
     u, delta, z: (B, Dm, L); A: (Dm, N); B, C: (B, N, L); D, delta_bias: (Dm,) -> y (B, Dm, L).
     Computed in at least float32 (the state recurrence loses accuracy in half precision), returned in u's dtype.
     """
+    with torch.autocast(device_type=u.device.type, enabled=False):  # autocast would run the einsum in half
+        return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def _scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor,
+          z: torch.Tensor | None, delta_bias: torch.Tensor | None, delta_softplus: bool) -> torch.Tensor:
     dtype = u.dtype
     work = torch.promote_types(dtype, torch.float32)
     u, delta, A, B, C, D = (t.to(work) for t in (u, delta, A, B, C, D))

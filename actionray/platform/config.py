@@ -84,6 +84,7 @@ class ModelConfig(Section):
     consensus: Literal["feature", "logit"] = "logit"  # MMAction2 feature averaging vs TDN logit averaging
     fc_init_std: float = Field(0.001, gt=0.0)
     gtm: bool = True  # GCNet: Global-local Temporal Modeling on/off (off = TDN)
+    gtm_group: int | None = Field(None, ge=1)  # GCNet: segments per Mamba scan (reference: 8); None = all T
     tcp_reduced_dim: int = Field(128, ge=8)
     tcp_iterations: int = Field(3, ge=1)
 

@@ -109,8 +109,10 @@ def combine_views(index: np.ndarray, labels: np.ndarray, scores: np.ndarray,
 def accuracy_report(fused: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """top-1, top-5 and mean class accuracy (fractions) of fused video scores."""
     top1, top5 = top_k_accuracy(fused, labels, (1, 5))
+    hits = fused.argmax(axis=1) == labels
+    per_class = {int(c): float(hits[labels == c].mean()) for c in np.unique(labels)}
     return {"top1": top1, "top5": top5, "mean_class_acc": mean_class_accuracy(fused, labels),
-            "videos": int(len(labels))}
+            "videos": int(len(labels)), "per_class_acc": per_class}
 
 
 def write_scores(path: str | Path, index, view, labels, scores) -> Path:

@@ -137,7 +137,8 @@ def sweep_rows_text(table) -> list[dict[str, str]]:
 # --- MLflow side: find a group's parent run, read its children --------------------------------------------
 
 
-def _client(tracking_uri: str):
+def mlflow_client(tracking_uri: str):
+    """An MlflowClient with the short HTTP retry defaults (a dead server fails in seconds)."""
     from mlflow.tracking import MlflowClient
 
     from actionray.platform.tracking import configure_http_env
@@ -148,7 +149,7 @@ def _client(tracking_uri: str):
 
 def find_parent(tracking_uri: str, experiment: str, run_id_or_name: str, kind: str):
     """The parent run of a sweep/ablation by run id, or the newest parent with that run name."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     if re.fullmatch(r"[0-9a-f]{32}", run_id_or_name):
         run = client.get_run(run_id_or_name)
     else:
@@ -169,7 +170,7 @@ def find_parent(tracking_uri: str, experiment: str, run_id_or_name: str, kind: s
 
 def child_runs(tracking_uri: str, parent) -> list:
     """Every child run of ``parent`` (all pages), oldest first."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     runs, token = [], None
     while True:
         page = client.search_runs([parent.info.experiment_id],
@@ -250,6 +251,6 @@ def report(kind: str, run_id_or_name: str, *, tracking_uri: str, experiment: str
     return render_sweep(sweep_from_mlflow(tracking_uri, parent), title, fmt)
 
 
-__all__ = ["ablation_cells_text", "markdown_table", "html_table", "add_reference", "bar_chart", "sweep_table",
+__all__ = ["mlflow_client", "ablation_cells_text", "markdown_table", "html_table", "add_reference", "bar_chart", "sweep_table",
            "find_parent", "child_runs", "ablation_from_mlflow", "sweep_from_mlflow", "render_ablation",
            "render_sweep", "report"]

@@ -139,9 +139,9 @@ def open_parent(cfg: ExperimentConfig, group: str, kind: str, tags: dict[str, An
     if not cfg.tracking.enabled:
         return Tracker(None, None)
     if resume:
-        from actionray.platform.report import _client
+        from actionray.platform.report import mlflow_client
 
-        client = _client(cfg.tracking.uri)
+        client = mlflow_client(cfg.tracking.uri)
         exp = client.get_experiment_by_name(cfg.tracking.experiment)
         found = client.search_runs([exp.experiment_id], f"tags.`{GROUP_TAG}` = '{group}' and tags.`{KIND_TAG}` = "
                                    f"'{kind}'", order_by=["attributes.start_time DESC"], max_results=1) if exp else []

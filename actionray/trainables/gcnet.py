@@ -25,7 +25,7 @@ class GCNetTrainable:
 
     def build_model(self, cfg: ExperimentConfig) -> torch.nn.Module:
         """GCNet (``model.gtm: false`` gives the TDN baseline of the ablation)."""
-        return build_model_from_config(cfg, gtm=cfg.model.gtm)
+        return build_model_from_config(cfg, gtm=cfg.model.gtm, gtm_group=cfg.model.gtm_group)
 
     def compute_loss(self, model: torch.nn.Module, batch: Batch, cfg: ExperimentConfig) -> LossOutput:
         """CE on logits (B, C) + weight x CCL on per-segment features (B, T, D) when enabled."""
