@@ -303,9 +303,9 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
     "data": {"train_list": "demo_data/train.txt", "val_list": "demo_data/val.txt", "num_classes": 8,
              "input_size": 112, "scale_size": 128, "multiscale_offsets": 5, "flip": False,
              "synth": {"out_dir": "demo_data"}},
-    "optim": {"lr": 0.01, "weight_decay": 1e-4},
+    "optim": {"lr": 0.02, "weight_decay": 1e-4},
     "schedule": {"name": "cosine", "warmup_epochs": 1, "eta_min": 1e-4},
-    "train": {"epochs": 8},
+    "train": {"epochs": 12},
 }
 
 

@@ -170,8 +170,21 @@ def _maybe_inject_fault(fault: dict[str, Any] | None, epoch: int, rank: int) -> 
     marker = Path(fault["marker"])
     if marker.exists():
         return
+    import ray.train
+
+    # report() returns once the checkpoint is uploaded, but the controller registers it asynchronously: wait
+    # until it has, so the test checks restart semantics, not this race (a real crash comes mid-epoch).
+    ray.train.get_all_reported_checkpoints(timeout_s=120)
     marker.write_text(f"pid {os.getpid()} killed after epoch {epoch}\n")
     os._exit(1)
+
+
+def _per_class(matrix: np.ndarray | None) -> list[float] | None:
+    """Recall per class from the last validation confusion matrix (None for classes without videos)."""
+    if matrix is None:
+        return None
+    counts = matrix.sum(axis=1)
+    return [float(matrix[c, c] / counts[c]) if counts[c] else None for c in range(len(matrix))]
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -256,7 +269,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             ray.train.report(metrics, checkpoint=ckpt)
         _maybe_inject_fault(config.get("fault"), done, rank)
 
-    summary = {"epochs": cfg.train.epochs, "start_epoch": start_epoch, "world_size": world, "final": history[-1] if history else {},
+    summary = {"epochs": cfg.train.epochs, "start_epoch": start_epoch, "world_size": world,
+               "val_per_class_acc": _per_class(matrix), "final": history[-1] if history else {},
                "best": best, "history": history, "mlflow_run_id": config.get("mlflow_run_id")}
     if rank == 0 and tracker is not None:
         if matrix is not None:
