@@ -76,37 +76,34 @@ class ClipDataset(torch.utils.data.Dataset):
         return torch.from_numpy(row["video"][0]), row["label"][0]
 
 
-def bare_runner(cfg, records) -> Callable[[int], float]:
-    """(a) single-process loop: one pass -> clips/s."""
+def bare_runner(cfg, records) -> Callable[[int], int]:
+    """(a) single-process loop: one pass -> clips."""
     job = DecodeJob.from_config(cfg, "train")
 
-    def one_pass(epoch: int) -> float:
-        start, batch = time.perf_counter(), []
+    def one_pass(epoch: int) -> int:
+        batch = []
         for i, r in enumerate(records):
             batch.append(torch.from_numpy(decode_sample(job, r.path, r.num_frames, r.label, i, epoch)["video"][0]))
             if len(batch) == cfg.data.batch_size:
                 normalize(torch.stack(batch))
                 batch = []
-        return len(records) / (time.perf_counter() - start)
+        return len(records)
     return one_pass
 
 
-def ray_runner(cfg) -> Callable[[int], float]:
-    """(b) Ray Data pipeline iterated as a training worker does: one pass -> clips/s."""
+def ray_runner(cfg) -> Callable[[int], int]:
+    """(b) Ray Data pipeline iterated as a training worker does: one pass -> clips."""
     from actionray.platform.data.pipeline import build_clip_dataset, iter_model_batches
 
     ds = build_clip_dataset(cfg, "train")
 
-    def one_pass(epoch: int) -> float:
-        start, n = time.perf_counter(), 0
-        for batch in iter_model_batches(ds, cfg, "train", epoch=epoch):
-            n += len(batch["label"])
-        return n / (time.perf_counter() - start)
+    def one_pass(epoch: int) -> int:
+        return sum(len(batch["label"]) for batch in iter_model_batches(ds, cfg, "train", epoch=epoch))
     return one_pass
 
 
-def dataloader_runner(cfg, records) -> Callable[[int], float]:
-    """(c) torch DataLoader with the same number of (persistent) worker processes: one pass -> clips/s."""
+def dataloader_runner(cfg, records) -> Callable[[int], int]:
+    """(c) torch DataLoader with the same number of (persistent) worker processes: one pass -> clips."""
     dataset = ClipDataset(DecodeJob.from_config(cfg, "train"), records)
     # Persistent workers keep epoch 0's offsets: same cost per clip, and no re-fork charged to the baseline.
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
@@ -114,19 +111,49 @@ def dataloader_runner(cfg, records) -> Callable[[int], float]:
                                          prefetch_factor=cfg.data.prefetch_batches or None,
                                          multiprocessing_context="spawn")  # no fork of a Ray-connected process
 
-    def one_pass(epoch: int) -> float:
-        start, n = time.perf_counter(), 0
+    def one_pass(epoch: int) -> int:
+        n = 0
         for video, label in loader:
             normalize(video)
             n += len(label)
-        return n / (time.perf_counter() - start)
+        return n
     return one_pass
 
 
-def summary(rates: list[float]) -> str:
-    steady = sorted(rates[1:] or rates)
-    return (f"first pass {rates[0]:7.1f}  steady median {steady[len(steady) // 2]:7.1f} clips/s  "
-            f"(passes: {', '.join(f'{r:.1f}' for r in rates)})")
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and all its descendants (Ray's GCS, raylet and workers when
+    Ray was started here; DataLoader workers), read from /proc (Linux)."""
+    parent, ticks = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "(comm)": state ppid ... utime stime
+        except OSError:  # the process ended while we listed
+            continue
+        parent[int(entry)] = int(fields[1])
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    family, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        children = [child for child, ppid in parent.items() if ppid == pid and child not in family]
+        family.update(children)
+        frontier.extend(children)
+    return sum(ticks.get(pid, 0) for pid in family) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_pass(one_pass: Callable[[int], int], epoch: int) -> tuple[float, float]:
+    """(clips per wall second, clips per CPU second) of one pass."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    clips = one_pass(epoch)
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    return clips / wall, clips / max(cpu, 1e-9)
+
+
+def median(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(records)} videos {width}x{height}x{args.frames}, clip {args.segments}x{args.frames_per_segment} "
           f"frames at {args.input_size}px, short_side={args.short_side}, workers={args.workers}, "
           f"batch={args.batch_size}, cpus={os.cpu_count()}, load={os.getloadavg()[0]:.1f}", flush=True)
-    runners: dict[str, Callable[[int], float]] = {}
+    runners: dict[str, Callable[[int], int]] = {}
     if "b" in args.only:
         import ray
 
@@ -158,23 +185,28 @@ def main(argv: list[str] | None = None) -> None:
     if "c" in args.only:
         runners["c"] = dataloader_runner(cfg, records)
     # Interleave the methods pass by pass so that load from other processes drifts onto all of them alike.
-    results: dict[str, list[float]] = {key: [] for key in sorted(runners)}
+    # Wall-clock rates depend on that load; clips per CPU-second (all processes involved) much less.
+    results: dict[str, list[tuple[float, float]]] = {key: [] for key in sorted(runners)}
     for epoch in range(args.passes):
         for key in sorted(runners):
-            results[key].append(runners[key](epoch))
-        print(f"pass {epoch}: " + "  ".join(f"{k}={v[-1]:.1f}" for k, v in results.items()), flush=True)
-    names = {"a": "(a) bare decord loop, 1 process", "b": f"(b) Ray Data, {args.workers} decode tasks",
-             "c": f"(c) DataLoader, {args.workers} workers"}
-    for key, rates in results.items():
-        print(f"{names[key]:34s}: {summary(rates)}")
+            results[key].append(timed_pass(runners[key], epoch))
+        print(f"pass {epoch} (load {os.getloadavg()[0]:.1f}): " + "  ".join(
+            f"{k}={v[-1][0]:.1f} clips/s, {v[-1][1]:.1f} clips/cpu-s" for k, v in results.items()), flush=True)
     if "b" in runners:
         ray.shutdown()
-    steady = {k: sorted(v[1:] or v)[len(v[1:] or v) // 2] for k, v in results.items()}
-    if "a" in steady and "b" in steady:
-        print(f"b/a = {steady['b'] / steady['a']:.2f} ({steady['b'] / steady['a'] / args.workers:.2f} per decode CPU)")
-    if "c" in steady and "b" in steady:
-        print(f"b/c = {steady['b'] / steady['c']:.2f}")
-
+    names = {"a": "(a) bare decord loop, 1 process", "b": f"(b) Ray Data, {args.workers} decode tasks",
+             "c": f"(c) DataLoader, {args.workers} workers"}
+    wall, per_cpu = {}, {}
+    for key, rows in results.items():
+        steady = rows[1:] or rows
+        wall[key], per_cpu[key] = median([r[0] for r in steady]), median([r[1] for r in steady])
+        print(f"{names[key]:34s}: first pass {rows[0][0]:6.1f} clips/s; steady median {wall[key]:6.1f} clips/s, "
+              f"{per_cpu[key]:6.1f} clips per CPU-second")
+    if "a" in wall and "b" in wall:
+        print(f"b/a = {wall['b'] / wall['a']:.2f} wall ({wall['b'] / wall['a'] / args.workers:.2f} per decode task); "
+              f"per CPU-second b/a = {per_cpu['b'] / per_cpu['a']:.2f}")
+    if "c" in wall and "b" in wall:
+        print(f"b/c = {wall['b'] / wall['c']:.2f} wall; per CPU-second b/c = {per_cpu['b'] / per_cpu['c']:.2f}")
 
 if __name__ == "__main__":
     sys.exit(main())

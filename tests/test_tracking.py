@@ -72,3 +72,29 @@ def test_training_finishes_when_the_tracking_server_is_down(ray_local, synth_vid
     cfg = tiny_config(synth_videos, workdir, tracking={"uri": closed_port_uri()})
     summary = fit(cfg)
     assert summary["final"]["epoch"] == 1 and summary["mlflow_run_id"] is None
+
+
+def test_ui_serves_the_embedded_store_on_localhost(workdir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = int(closed_port_uri().rsplit(":", 1)[1])
+    process = subprocess.Popen([sys.executable, "-m", "actionray", "ui", "--port", str(port)], cwd=workdir,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, body = time.time() + 240, ""  # MLflow server start-up: ~20 s idle, minutes on a loaded box
+        while time.time() < deadline and process.poll() is None:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(1)
+        assert body == "OK"
+        assert (workdir / "mlflow.db").exists()  # the embedded store in the working directory
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
