@@ -57,7 +57,8 @@ def _train(args) -> int:
 
     summary = fit(_load(args), resume=args.resume)
     final = summary.get("final", {})
-    print(json.dumps({k: summary.get(k) for k in ("run_name", "run_path", "best_checkpoint", "mlflow_run_id")}
+    keys = ("run_name", "run_path", "best_checkpoint", "mlflow_run_id", "val_per_class_acc")
+    print(json.dumps({k: summary.get(k) for k in keys}
                      | {"best": summary.get("best"), "final": {k: v for k, v in final.items()
                                                                if isinstance(v, (int, float))}}, indent=2))
     return 0

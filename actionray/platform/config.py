@@ -154,7 +154,7 @@ class TrackingConfig(Section):
 class EvalConfig(Section):
     clips: int = Field(1, ge=1)
     crops: Literal[1, 3] = 1
-    scale_size: int = Field(256, ge=16)
+    scale_size: int | None = Field(None, ge=16)  # short side before test crops; None = data.scale_size
     combine: Literal["mean_prob", "max"] = "mean_prob"
     batch_size: int = Field(8, ge=1)
     output_dir: str = "runs/eval"
