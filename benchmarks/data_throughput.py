@@ -164,12 +164,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     width, height = (int(v) for v in args.size.lower().split("x"))
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="actionray_bench_"))
-    synth = generate_dataset(data_dir, videos_per_class=max(2, math.ceil(args.videos / 8)), frames=args.frames,
-                             size=(width, height), seed=0, format="mp4")
-    records = (read_list(synth.train_list) + read_list(synth.val_list))[: args.videos]  # both splits: all videos
+    if not (data_dir / "train.txt").is_file():  # an existing --data-dir is reused as it is
+        generate_dataset(data_dir, videos_per_class=max(2, math.ceil(args.videos / 8)), frames=args.frames,
+                         size=(width, height), seed=0, format="mp4")
+    records = (read_list(data_dir / "train.txt") + read_list(data_dir / "val.txt"))[: args.videos]  # all videos
+    num_classes = 1 + max(r.label for r in records)
     list_file = data_dir / f"bench_{len(records)}.txt"
     list_file.write_text("".join(f"{r.path} {r.num_frames} {r.label}\n" for r in records))
-    cfg = make_config(args, list_file, synth.num_classes)
+    cfg = make_config(args, list_file, max(2, num_classes))
     print(f"{len(records)} videos {width}x{height}x{args.frames}, clip {args.segments}x{args.frames_per_segment} "
           f"frames at {args.input_size}px, short_side={args.short_side}, workers={args.workers}, "
           f"batch={args.batch_size}, cpus={os.cpu_count()}, load={os.getloadavg()[0]:.1f}", flush=True)
@@ -177,8 +179,14 @@ def main(argv: list[str] | None = None) -> None:
     if "b" in args.only:
         import ray
 
-        ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        for attempt in range(3):  # Ray gives its raylet 30 s to register; a loaded machine can miss that
+            try:
+                ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
+                break
+            except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeout
+                print(f"ray.init failed ({error}); retrying", flush=True)
+                ray.shutdown()
         runners["b"] = ray_runner(cfg)
     if "a" in args.only:
         runners["a"] = bare_runner(cfg, records)

@@ -125,7 +125,7 @@ VARIANTS = {"flip1-label_smoothing0.0", "flip1-label_smoothing0.1", "flip0-label
 
 
 def test_ablation_logs_one_child_per_cell_tagged_for_filtering(ablation):
-    assert ablation["code"] == 0
+    assert ablation["code"] == 0, ablation["out"]
     children = ablation["children"]
     assert {c.data.tags["variant"] for c in children} == VARIANTS
     for child in children:

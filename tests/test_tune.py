@@ -55,7 +55,7 @@ def sweep(ray_local, synth_videos, tmp_path_factory):
 
 
 def test_sweep_logs_one_child_run_per_trial_under_one_parent(sweep):
-    assert sweep["code"] == 0
+    assert sweep["code"] == 0, sweep["out"]
     children = sweep["children"]
     assert len(children) == 2
     assert sorted(float(c.data.params["optim.lr"]) for c in children) == [0.003, 0.03]

@@ -29,6 +29,7 @@ def ablation_cells_text(table, bold: str = "**") -> list[dict[str, str]]:
     metrics = table.attrs.get("metrics", list(METRICS))
     axes = table.attrs.get("axes", [])
     baseline = table.attrs.get("baseline")
+    primary = table.attrs.get("primary", "val_top1")
     best = {m: table[f"{m}_mean"].max(skipna=True) for m in metrics}
     close, rows = "</b>" if bold == "<b>" else bold, []
     for _, row in table.iterrows():
@@ -37,7 +38,6 @@ def ablation_cells_text(table, bold: str = "**") -> list[dict[str, str]]:
             mean, std = row[f"{m}_mean"], row[f"{m}_std"]
             cell = _number(mean) + (f" ± {_number(std)}" if not math.isnan(std) else "")
             text[m] = f"{bold}{cell}{close}" if cell and not math.isnan(best[m]) and mean == best[m] else cell
-        primary = table.attrs.get("primary", "val_top1")
         text[f"Δ {primary}"] = "baseline" if row["variant"] == baseline else (
             f"{row['delta']:+.2f}" if not math.isnan(row["delta"]) else "")
         for column in table.attrs.get("reference_columns", []):
@@ -59,7 +59,10 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
 def html_table(rows: list[dict[str, str]], title: str = "", note: str = "") -> str:
     """A standalone HTML page with one table (cells may already contain <b> for the best values)."""
     columns = list(rows[0]) if rows else []
-    keep_bold = lambda s: html.escape(s).replace("&lt;b&gt;", "<b>").replace("&lt;/b&gt;", "</b>")  # noqa: E731
+
+    def keep_bold(text: str) -> str:  # escape everything except the <b> we put there
+        return html.escape(text).replace("&lt;b&gt;", "<b>").replace("&lt;/b&gt;", "</b>")
+
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{keep_bold(row.get(c, ''))}</td>" for c in columns) + "</tr>"
                    for row in rows)

@@ -24,6 +24,7 @@ from actionray.search_spaces import SearchSpace, apply_dotted, expand_value, for
 
 DRIVER_CPU = 0.25  # the trial driver only waits on fit(); a whole CPU would starve Ray Data (3.3)
 DRIVER_SLOT = "driver_slot"  # custom resource on the head node of cluster.yaml
+TRIAL_RETRIES = 1
 
 
 @dataclass
@@ -187,7 +188,9 @@ def run_trials(cfg: ExperimentConfig, param_space: dict[str, Any], *, group: str
                                         trial_name_creator=lambda t: f"trial_{t.trial_id}",
                                         trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
             run_config=tune.RunConfig(name=group, storage_path=storage, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=0)))
+                                      # One retry of a lost trial driver (node lost, OOM kill): build_trainer
+                                      # reuses the run name, so Train resumes from its checkpoint.
+                                      failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES)))
     return tuner.fit()
 
 
