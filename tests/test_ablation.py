@@ -15,7 +15,7 @@ from actionray.cli import main
 from actionray.platform.ablation import (ablation_table, baseline_cell, build_axes, build_cells, load_preset,
                                          parse_grid_item, validate_cells)
 from actionray.platform.config import ConfigError, load_config
-from actionray.platform.report import markdown_table, ablation_cells_text, render_ablation
+from actionray.platform.report import ablation_cells_text, render_ablation
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = str(REPO / "configs" / "demo_tsn.yaml")

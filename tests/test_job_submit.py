@@ -48,10 +48,11 @@ def head():
                f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}",
                f"--ray-client-server-port={client}"]
     log = open(temp / "head.log", "w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=client_env(),
-                               start_new_session=True)
+    # A loaded machine can take over a minute to bring the dashboard (the job server) up; Ray's default is 60 s.
+    env = dict(client_env(), RAY_DASHBOARD_STARTUP_TIMEOUT_S="300")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.time() + 120
+    deadline = time.time() + 360
     while time.time() < deadline:
         probe = subprocess.run([RAY, "job", "list", "--address", address], env=client_env(),
                                capture_output=True, text=True)

@@ -35,7 +35,8 @@ def _eig_sqrt(spd: torch.Tensor) -> torch.Tensor:
 
 
 def test_tsn_r50_tcp_matches_reference_parameter_counts():
-    model = build_model("tcp", num_classes=400, num_segments=8, backbone="resnet50")
+    with torch.device("meta"):  # shapes only: no memory, no weight initialisation work
+        model = build_model("tcp", num_classes=400, num_segments=8, backbone="resnet50")
     assert _count(model) == 27_632_208
     assert _count(model.TCP) == 821_376
     assert model.new_fc.in_features == 8256
@@ -99,7 +100,7 @@ def test_newton_schulz_converges_to_eigendecomposition_sqrt():
 
 def test_three_newton_schulz_iterations_keep_the_reference_truncation_error():
     # Reference A.5: Wishart n=512, d=128 -> 0.686 relative error at 3 iterations (a spectral compression).
-    spd = _wishart(4, 128, 512)
+    spd = _wishart(2, 128, 512)
     errors = [_relative_error(newton_schulz_sqrtm(spd, k), _eig_sqrt(spd)) for k in (1, 2, 3, 5)]
     assert errors[2] == pytest.approx(0.686, abs=0.01)
     assert errors == sorted(errors, reverse=True)
@@ -131,9 +132,9 @@ def test_resnet18_at_112_forward_backward_reaches_backbone_and_attention():
     model = build_model("tcp", num_classes=5, num_segments=4, backbone="resnet18")
     assert model.frames_per_segment == 1
     assert model.TCP.layer_reduce1.in_channels == 512 and model.TCP.layer_reduce1.out_channels == 256
-    x = torch.randn(2, 4, 3, 112, 112)
+    x = torch.randn(1, 4, 3, 112, 112)
     logits, feats = model(x, return_features=True)
-    assert logits.shape == (2, 5) and feats.shape == (2, 4, 512)
+    assert logits.shape == (1, 5) and feats.shape == (1, 4, 512)
     logits.logsumexp(dim=1).sum().backward()
     assert model.backbone.conv1.weight.grad.abs().sum() > 0
     assert model.TCP.TCP_att.conv_1d.weight.grad.abs().sum() > 0  # zero-initialised, but it receives gradient

@@ -83,8 +83,9 @@ def test_ui_serves_the_embedded_store_on_localhost(workdir):
     import urllib.request
 
     port = int(closed_port_uri().rsplit(":", 1)[1])
+    log = open(workdir / "ui.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "actionray", "ui", "--port", str(port)], cwd=workdir,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline, body = time.time() + 240, ""  # MLflow server start-up: ~20 s idle, minutes on a loaded box
         while time.time() < deadline and process.poll() is None:
@@ -93,8 +94,9 @@ def test_ui_serves_the_embedded_store_on_localhost(workdir):
                 break
             except OSError:
                 time.sleep(1)
-        assert body == "OK"
+        assert body == "OK", (workdir / "ui.log").read_text()[-3000:]
         assert (workdir / "mlflow.db").exists()  # the embedded store in the working directory
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+        log.close()

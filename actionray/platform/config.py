@@ -274,6 +274,8 @@ def _resolve_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
     cfg.model.reference_checkpoint = absolute(cfg.model.reference_checkpoint)
     cfg.train.storage_path = absolute(cfg.train.storage_path)
     cfg.eval.output_dir = absolute(cfg.eval.output_dir)
+    if cfg.eval.scale_size is None:
+        cfg.eval.scale_size = data.scale_size
     if cfg.tracking.uri is None:
         # MLFLOW_TRACKING_URI (e.g. set for a cluster job via --runtime-env-json) beats the embedded default.
         cfg.tracking.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
