@@ -63,7 +63,7 @@ class DataConfig(Section):
     flip_label_map: dict[int, int] = Field(default_factory=dict)  # e.g. Something-Something 86<->87
     batch_size: int = Field(8, ge=1)  # per training worker
     decode_tasks: int = Field(2, ge=1)  # Ray Data decode pool size (CPU tasks)
-    decode_batch_size: int = Field(2, ge=1)  # clips per decode task call
+    decode_batch_size: int = Field(4, ge=1)  # clips per decode task call (4 measured best, docs/performance.md)
     prefetch_batches: int = Field(2, ge=0)
     object_store_limit_mb: int | None = Field(1024, ge=64)  # Ray Data pipeline budget (backpressure)
     on_error_train: Literal["raise", "skip"] = "skip"

@@ -187,6 +187,14 @@ def _per_class(matrix: np.ndarray | None) -> list[float] | None:
     return [float(matrix[c, c] / counts[c]) if counts[c] else None for c in range(len(matrix))]
 
 
+def to_channels_last(model: torch.nn.Module) -> None:
+    """NHWC storage for the 4-D (conv) weights only: ``Module.to(channels_last)`` raises on 5-D weights
+    (TCP's temporal conv)."""
+    for param in model.parameters():
+        if param.dim() == 4:
+            param.data = param.data.contiguous(memory_format=torch.channels_last)
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -214,7 +222,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             state = load_state(folder)
         model.load_state_dict(state["model"])
     if device.type == "cuda" and cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     kwargs = {"find_unused_parameters": True} if world > 1 and trainable.find_unused_parameters else None
     model = prepare_model(model, parallel_strategy_kwargs=kwargs)
     optimizer = build_optimizer(trainable.param_groups(_unwrap(model), cfg), cfg)
