@@ -80,3 +80,10 @@ def test_missing_or_empty_list_file_is_an_error(tmp_path):
         read_list(tmp_path / "nope.txt")
     with pytest.raises(ListFormatError, match="no entries"):
         read_list(write(tmp_path, "\n# only a comment\n"))
+
+
+def test_undecodable_bytes_name_file_and_line(tmp_path):
+    path = tmp_path / "list.txt"
+    path.write_bytes(b"good.mp4 9 1\n\xffbad.mp4 9 1\n")
+    with pytest.raises(ListFormatError, match=rf"{path}:2: line is not valid UTF-8"):
+        read_list(path)

@@ -138,3 +138,10 @@ def test_each_problem_line_names_list_line_and_path_then_a_summary(broken):
     text = format_report(report).splitlines()
     assert text[0] == f"{list_file}:{line['missing']}: {list_file.parent / 'nowhere.mp4'}: file not found"
     assert text[-1] == f"{list_file}: {len(line)} entries, {len(report.problems)} problem(s) on 10 line(s)"
+
+
+def test_list_without_entries_is_a_problem(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# only a comment\n\n")
+    report = check_list(empty, workers=1)
+    assert not report.ok and [p.message for p in report.problems] == ["no entries"]

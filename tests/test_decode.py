@@ -103,3 +103,12 @@ def test_corrupt_frame_file_raises_decode_error(folder, tmp_path):
     (broken / "img_00002.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DecodeError, match="cannot read frame 1"):
         decode_clip(broken, [0, 1], fmt="frames")
+
+
+def test_frame_folder_with_a_gap_is_an_error_not_a_shorter_video(folder, tmp_path):
+    holes = tmp_path / "holes"
+    holes.mkdir()
+    for k in (1, 2, 4):
+        (holes / f"img_{k:05d}.jpg").write_bytes((Path(folder) / f"img_{k:05d}.jpg").read_bytes())
+    with pytest.raises(DecodeError, match="img_00003.jpg is missing but img_00004.jpg exists"):
+        count_frames(holes, "frames")

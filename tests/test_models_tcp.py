@@ -9,6 +9,7 @@ from actionray.models import build_model
 from actionray.models.tcp import (
     TemporalAttention,
     TemporalAttentiveCovariancePooling,
+    TemporalChannelAttention,
     TemporalSpatialAttention,
     newton_schulz_sqrtm,
     temporal_covariance_pooling,
@@ -82,6 +83,18 @@ def test_spatial_attention_uses_only_current_and_previous_frames():
     later[4:] = torch.randn(2, 16, 4, 4)
     assert torch.allclose(tsa(later)[:4], tsa(x)[:4])
     assert not torch.allclose(tsa(later)[4:], tsa(x)[4:])
+
+
+def test_channel_attention_gates_come_from_circular_frame_differences():
+    torch.manual_seed(0)
+    tca = TemporalChannelAttention(8, 4)
+    static = torch.randn(1, 8, 3, 3).repeat(4, 1, 1, 1)  # no change over time: both differences are zero
+    assert torch.allclose(tca(static), torch.full((4, 8, 1, 1), 0.5))  # sigmoid(0) with zero-initialised biases
+    moved = static.clone()
+    moved[3] += 5.0  # only the last frame changes; frames 0 (t-1) and 1 (t-2) see it through the wrap-around
+    gates = tca(moved).flatten(1)
+    assert not torch.allclose(gates[0], gates[2]) and not torch.allclose(gates[1], gates[2])
+    assert torch.allclose(gates[2], torch.full((8,), 0.5))  # frame 2 compares only with frames 1 and 0
 
 
 def test_covariance_pools_all_frames_and_positions_of_a_video():

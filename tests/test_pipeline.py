@@ -87,6 +87,7 @@ def test_skip_policy_drops_broken_videos_and_reports_why(ray_local, synth_videos
     report = skip_report(ds, epoch=0)
     assert report["skipped"] == 2 and report["num_rows"] == 8
     assert "0 bytes" in report["reasons"][6] and "truncated.mp4" in report["reasons"][7]
+    assert report["reasons"][6].endswith(f"({broken_list}:7)")  # the list line to fix
 
 
 def test_too_many_skips_fail_the_pass(ray_local, synth_videos, broken_list):
@@ -97,7 +98,7 @@ def test_too_many_skips_fail_the_pass(ray_local, synth_videos, broken_list):
 
 def test_raise_policy_stops_at_the_first_broken_video(ray_local, synth_videos, broken_list):
     cfg = make_cfg(synth_videos, val_list=str(broken_list), on_error_eval="raise")
-    with pytest.raises(Exception, match=r"empty.mp4: file is empty \(0 bytes\) \(list entry 6"):
+    with pytest.raises(Exception, match=rf"empty.mp4: file is empty \(0 bytes\) \(list entry 6, {broken_list}:7,"):
         collect(build_clip_dataset(cfg, "val"), cfg, "val")
 
 

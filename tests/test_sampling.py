@@ -111,9 +111,15 @@ def test_dense_train_window_has_fixed_stride_and_random_start():
     starts = set()
     for index in range(20):
         idx = sample_clip(spec, 200, "train", 0, 0, index)
-        assert (np.diff(idx) == 8).all() and 0 <= idx[0] <= 200 - 64
+        assert (np.diff(idx) == 8).all() and 0 <= idx[0] <= 200 - 65  # MMAction2: U{0..N-window-1}
         starts.add(int(idx[0]))
     assert len(starts) > 1
+
+
+def test_dense_train_start_is_zero_one_frame_past_the_window():
+    # MMAction2 randint(0, N - window) with N = window + 1 can only give 0.
+    spec = SamplingSpec(num_segments=8, mode="dense", dense_window=64)
+    assert {int(sample_clip(spec, 65, "train", 0, 0, i)[0]) for i in range(30)} == {0}
 
 
 def test_dense_short_video_starts_at_zero_and_wraps():

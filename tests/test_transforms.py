@@ -152,3 +152,9 @@ def test_normalize_gives_float_b_n_3_h_w_with_imagenet_statistics():
 def test_normalize_rejects_channel_first_input():
     with pytest.raises(ValueError, match=r"expects \(B, N, H, W, 3\)"):
         normalize(torch.zeros(1, 2, 3, 8, 8, dtype=torch.uint8))
+
+
+def test_normalize_leaves_a_float_input_unchanged():
+    video = torch.full((1, 2, 4, 4, 3), 128.0)
+    normalize(video)
+    assert (video == 128.0).all()

@@ -123,9 +123,9 @@ class TemporalSpatialAttention(nn.Module):
     def __init__(self, dim: int, num_segments: int) -> None:
         super().__init__()
         self.num_segments = num_segments
-        self.conv_phi_1 = nn.Conv2d(dim, dim, 1)  # keys from frame t-1
-        self.conv_phi_2 = nn.Conv2d(dim, dim, 1)  # queries from frame t-2
-        self.conv_phi0 = nn.Conv2d(dim, dim, 1)  # values from frame t
+        self.conv_phi_1 = nn.Conv2d(dim, dim, 1)  # frame t-1: one row of the affinity per output position
+        self.conv_phi_2 = nn.Conv2d(dim, dim, 1)  # frame t-2: the positions the softmax runs over
+        self.conv_phi0 = nn.Conv2d(dim, dim, 1)  # frame t: the values re-aggregated
         self.norm = nn.BatchNorm2d(dim)
         for conv in (self.conv_phi_1, self.conv_phi_2, self.conv_phi0):
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
@@ -171,8 +171,8 @@ class TemporalChannelAttention(nn.Module):
         pooled = x.mean(dim=(2, 3)).reshape(-1, self.num_segments, d)
         diff1 = pooled - pooled.roll(1, dims=1)  # wraps: frame 0 is compared with frame T-1
         diff2 = 0.5 * (pooled - pooled.roll(2, dims=1))
-        as_maps = lambda t: t.reshape(bt, d, 1, 1)  # noqa: E731
-        return 0.5 * (self.gate(as_maps(diff1)) + self.gate(as_maps(diff2)))
+        gate1, gate2 = (self.gate(diff.reshape(bt, d, 1, 1)) for diff in (diff1, diff2))
+        return 0.5 * (gate1 + gate2)
 
 
 class TemporalAttention(nn.Module):

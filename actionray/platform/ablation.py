@@ -222,8 +222,8 @@ def run_ablation(cfg: ExperimentConfig, axes: list[Axis], *, seeds: int = 1, pre
     from ray import tune
 
     from actionray.platform import report
-    from actionray.platform.tune import (ensure_ray_for_trials, group_name, open_parent, plan_concurrency,
-                                         run_trials)
+    from actionray.platform.tune import (ensure_ray_for_trials, finalize_children, group_name, open_parent,
+                                         plan_concurrency, run_trials)
 
     cells = build_cells(axes)
     validate_cells(cfg.to_dict(), cells, preset.source if preset else "--grid")
@@ -251,6 +251,7 @@ def run_ablation(cfg: ExperimentConfig, axes: list[Axis], *, seeds: int = 1, pre
     except BaseException:
         parent.end("FAILED")
         raise
+    finalize_children(parent, results, cfg.train.epochs)
     rows, errors = [], []
     for result in results:
         cell, seed = result.config["cell"], result.config["seed"]

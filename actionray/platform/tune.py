@@ -81,6 +81,24 @@ def plan_concurrency(cfg: ExperimentConfig, cluster: dict[str, float], requested
     return need, (requested if requested else fit)
 
 
+def trial_run_name(config: dict[str, Any], trial_id: str) -> str:
+    """Train run / MLflow child name: ``<variant>-s<seed>`` for ablation cells, ``trial-<id>`` for sweeps."""
+    cell = config.get("cell")
+    return f"{cell['variant']}-s{config['seed']}" if cell is not None else f"trial-{trial_id}"
+
+
+def trial_status(result, epochs: int) -> str:
+    """A Tune result in MLflow's words: FAILED, KILLED (stopped early by the scheduler) or FINISHED."""
+    if result.error:
+        return "FAILED"
+    return "FINISHED" if (result.metrics or {}).get("epoch", 0) >= epochs else "KILLED"
+
+
+def trial_id_of(result) -> str:
+    """The trial id from the trial folder name (``trial_<id>``, see ``trial_dirname_creator``)."""
+    return os.path.basename(str(result.path).rstrip("/")).removeprefix("trial_")
+
+
 def _trial(config: dict[str, Any], *, base_tree: dict[str, Any], group: str, parent_run_id: str | None,
            train_storage: str) -> None:
     """One Tune trial: config = base + the trial's overrides (and ablation cell/seed), then build and fit."""
@@ -92,15 +110,14 @@ def _trial(config: dict[str, Any], *, base_tree: dict[str, Any], group: str, par
     trial_id = tune.get_context().get_trial_id()
     overrides = dict(config.get("overrides", {}))
     tags: dict[str, Any] = {GROUP_TAG: group, "actionray.trial_id": trial_id}
+    run_name = trial_run_name(config, trial_id)
     cell = config.get("cell")
     if cell is not None:
         overrides.update(cell["overrides"])
         overrides["train.seed"] = int(config["seed"])
-        run_name = f"{cell['variant']}-s{config['seed']}"
         tags.update({"variant": cell["variant"], "seed": config["seed"], "actionray.cell": cell["index"],
                      **{f"axis.{axis}": label for axis, label in cell["axes"].items()}})
     else:
-        run_name = f"trial-{trial_id}"
         tags["actionray.sampled"] = json.dumps(config.get("overrides", {}), default=str)[:5000]
     cfg = config_from_dict(apply_dotted(base_tree, overrides))
     trainer = build_trainer(cfg, run_name=run_name, callbacks=[TuneReportCallback()],
@@ -152,15 +169,18 @@ def open_parent(cfg: ExperimentConfig, group: str, kind: str, tags: dict[str, An
     return start_run(cfg, group, tags={KIND_TAG: kind, GROUP_TAG: group, **tags})
 
 
-def close_stopped_children(tracker, status: str = "KILLED") -> None:
-    """Children still RUNNING after Tune returned were stopped early (ASHA kills their driver): mark them."""
+def finalize_children(tracker, results, epochs: int) -> None:
+    """Set each child run's final status from Tune's view (a trial stopped by ASHA may have ended its own
+    run as FAILED, or not at all when its driver was killed)."""
     if not tracker.active:
         return
+    wanted = {trial_run_name(r.config or {}, trial_id_of(r)): trial_status(r, epochs) for r in results}
     client = tracker.client
     parent = client.get_run(tracker.run_id)
-    for run in client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{tracker.run_id}' "
-                                  "and attributes.status = 'RUNNING'"):
-        tracker._call("set_terminated", client.set_terminated, run.info.run_id, status)
+    for run in client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{tracker.run_id}'"):
+        status = wanted.get(run.info.run_name)
+        if status and run.info.status != status:
+            tracker._call("set_terminated", client.set_terminated, run.info.run_id, status)
 
 
 def run_trials(cfg: ExperimentConfig, param_space: dict[str, Any], *, group: str, parent_run_id: str | None,
@@ -236,7 +256,7 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, *, config_path: str | N
     except BaseException:
         parent.end("FAILED")
         raise
-    close_stopped_children(parent)
+    finalize_children(parent, results, cfg.train.epochs)
     summary = summarise_sweep(cfg, results, keys, group, config_path, list(overrides), parent)
     parent.end("FINISHED" if summary["best"] else "FAILED")
     echo(summary["text"])
@@ -254,11 +274,7 @@ def summarise_sweep(cfg: ExperimentConfig, results, keys: list[str], group: str,
         # Values as the child run's params show them (full trial config, MLflow's text form), so this table
         # and the one `actionray report` rebuilds from MLflow agree.
         flat = config_from_dict(apply_dotted(cfg.to_dict(), (result.config or {}).get("overrides", {}))).flat()
-        trial_id = os.path.basename(str(result.path).rstrip("/")).removeprefix("trial_")
-        epoch = (result.metrics or {}).get("epoch", 0)
-        # MLflow's words: KILLED = stopped early by the scheduler (its child run is marked the same way).
-        status = "FAILED" if result.error else ("FINISHED" if epoch >= cfg.train.epochs else "KILLED")
-        rows.append({"run": f"trial-{trial_id}", "status": status,
+        rows.append({"run": f"trial-{trial_id_of(result)}", "status": trial_status(result, cfg.train.epochs),
                      **{k: _param_text(flat.get(k)) for k in keys},
                      **{m: (result.metrics or {}).get(m) for m in
                         ("val_top1", "val_top5", "val_mean_class_acc", "val_loss", "train_loss", "epoch")}})
@@ -290,4 +306,4 @@ def summarise_sweep(cfg: ExperimentConfig, results, keys: list[str], group: str,
 
 
 __all__ = ["TrialNeed", "trial_need", "plan_concurrency", "ensure_ray_for_trials", "run_trials", "run_sweep",
-           "group_name", "open_parent", "retrain_command", "asha"]
+           "group_name", "open_parent", "finalize_children", "retrain_command", "asha"]

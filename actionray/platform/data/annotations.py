@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-__all__ = ["ListFormatError", "VideoRecord", "read_list", "UNKNOWN_FRAMES"]
+__all__ = ["ListFormatError", "VideoRecord", "read_list", "list_lines", "parse_line", "UNKNOWN_FRAMES"]
 
 UNKNOWN_FRAMES = -1  # two-column lines: the frame count is taken from the video at load time
 
@@ -39,7 +40,21 @@ def _parse_int(text: str, what: str, where: str) -> int:
         raise ListFormatError(f"{where}: {what} {text!r} is not an integer") from None
 
 
-def _parse_line(raw: str, where: str, base: Path, line_no: int, num_classes: int | None) -> VideoRecord:
+def list_lines(list_file: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of every entry of a list file; blank lines and ``#`` comments are skipped.
+
+    Undecodable bytes become U+FFFD so one bad line does not hide the others; ``parse_line`` rejects it.
+    """
+    for line_no, raw in enumerate(list_file.read_text(errors="replace").splitlines(), start=1):
+        if raw.strip() and not raw.lstrip().startswith("#"):
+            yield line_no, raw
+
+
+def parse_line(raw: str, where: str, base: Path, line_no: int, num_classes: int | None = None) -> VideoRecord:
+    """One list line -> ``VideoRecord`` (relative paths joined onto ``base``); raises ``ListFormatError``
+    prefixed with ``where`` (``file:line``)."""
+    if "\ufffd" in raw:
+        raise ListFormatError(f"{where}: line is not valid UTF-8")
     parts = raw.split()
     if len(parts) < 2:
         raise ListFormatError(f"{where}: expected 'path num_frames label' or 'path label', got {raw.strip()!r}")
@@ -67,11 +82,8 @@ def read_list(list_file: str | Path, root: str | Path | None = None,
     if not list_file.is_file():
         raise ListFormatError(f"{list_file}: list file not found")
     base = Path(root) if root is not None else list_file.resolve().parent
-    records = []
-    for line_no, raw in enumerate(list_file.read_text().splitlines(), start=1):
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        records.append(_parse_line(raw, f"{list_file}:{line_no}", base, line_no, num_classes))
+    records = [parse_line(raw, f"{list_file}:{line_no}", base, line_no, num_classes)
+               for line_no, raw in list_lines(list_file)]
     if not records:
         raise ListFormatError(f"{list_file}: no entries")
     return records

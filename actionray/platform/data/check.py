@@ -85,7 +85,8 @@ def _check_video(path: str, listed: int, tail: int) -> list[str]:
             problems.append(f"num_frames {listed} in the list, but the video has {n}{hint}")
         first = 0 if tail <= 0 else max(0, n - tail)
         try:
-            reader.get(list(range(first, n)))
+            for start in range(first, n, 32):  # bounded memory when every frame is decoded (tail 0)
+                reader.get(list(range(start, min(n, start + 32))))
         except DecodeError as error:
             what = "decoding failed" if tail <= 0 else f"truncated: last frames {first}..{n - 1} cannot be decoded"
             problems.append(f"{what} ({_clean(error.reason)})")
@@ -140,7 +141,7 @@ def check_list(list_file: str | Path, *, root: str | Path | None = None, num_cla
     """
     from tqdm import tqdm
 
-    from actionray.platform.data.annotations import ListFormatError, _parse_line
+    from actionray.platform.data.annotations import ListFormatError, list_lines, parse_line
 
     list_file = Path(list_file)
     report = CheckReport(str(list_file))
@@ -149,16 +150,14 @@ def check_list(list_file: str | Path, *, root: str | Path | None = None, num_cla
         return report
     base = Path(root) if root is not None else list_file.resolve().parent
     records, seen = [], {}
-    for line_no, raw in enumerate(list_file.read_text(errors="replace").splitlines(), start=1):
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
+    for line_no, raw in list_lines(list_file):
         report.entries += 1
         where = f"{list_file}:{line_no}"
         try:
-            record = _parse_line(raw, where, base, line_no, num_classes)
+            record = parse_line(raw, where, base, line_no, num_classes)
         except ListFormatError as error:
             message = str(error).removeprefix(f"{where}: ")
-            report.problems.append(Problem(str(list_file), line_no, raw.split()[0] if raw.split() else raw, message))
+            report.problems.append(Problem(str(list_file), line_no, raw.split()[0], message))
             continue
         key = os.path.normpath(record.path)
         if key in seen:
@@ -166,6 +165,8 @@ def check_list(list_file: str | Path, *, root: str | Path | None = None, num_cla
             continue
         seen[key] = line_no
         records.append(record)
+    if not report.entries:  # read_list refuses such a list, so a training run would stop on it
+        report.problems.append(Problem(str(list_file), 0, str(list_file), "no entries"))
 
     jobs = [(r.path, r.num_frames, fmt, frame_template, tail_frames) for r in records]
     workers = max(1, workers or min(8, os.cpu_count() or 1))

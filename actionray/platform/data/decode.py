@@ -170,11 +170,16 @@ class FrameFolderReader:
 
 
 def _count_folder(path: str, template: str) -> int:
-    """Number of consecutive 1-based frame files present (stops at the first gap)."""
+    """Number of consecutive 1-based frame files; a gap followed by more frames raises (no silent truncation)."""
     names = set(os.listdir(path))
     count = 0
     while template.format(count + 1) in names:
         count += 1
+    # at most len(names) files exist, so a later frame lies within len(names) indices past the gap
+    later = next((k for k in range(count + 2, count + 2 + len(names)) if template.format(k) in names), None)
+    if later is not None:
+        raise DecodeError(path, f"{template.format(count + 1)} is missing but {template.format(later)} exists "
+                                f"(frames must be numbered 1, 2, ... without gaps)")
     return count
 
 
@@ -196,7 +201,7 @@ def decode_clip(path: str | os.PathLike, indices: np.ndarray, *, fmt: str = "vid
 
 
 def count_frames(path: str | os.PathLike, fmt: str = "video", frame_template: str = "img_{:05d}.jpg") -> int:
-    """Frames in a video (decord's length) or a frame folder (consecutive 1-based files)."""
+    """Frames in a video (decord's length) or a frame folder (1-based files; a gap raises ``DecodeError``)."""
     if fmt == "frames":
         if not Path(path).is_dir():
             raise DecodeError(path, "frame folder not found")

@@ -145,13 +145,15 @@ def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob) -> Iterator[dict
     """Ray Data UDF: a batch of list rows -> decoded clip rows; yields per row for test (bounded heap)."""
     epoch = ray.get(_monitor(job.monitor).get_epoch.remote()) if job.split == "train" else 0
     columns: dict[str, list] = {}
-    for path, num_frames, label, index in zip(batch["path"], batch["num_frames"], batch["label"], batch["index"]):
+    for path, num_frames, label, index, source in zip(batch["path"], batch["num_frames"], batch["label"],
+                                                      batch["index"], batch["source"]):
         try:
             row = decode_sample(job, str(path), int(num_frames), int(label), int(index), epoch)
         except DecodeError as error:
-            reason = f"{error.path}: {error.reason}"
+            reason = f"{error.path}: {error.reason} ({source})"
             if job.on_error == "raise":
-                raise DecodeError(error.path, f"{error.reason} (list entry {int(index)}, split {job.split})") from None
+                raise DecodeError(error.path, f"{error.reason} (list entry {int(index)}, {source}, "
+                                              f"split {job.split})") from None
             ray.get(_monitor(job.monitor).record_skip.remote(epoch, int(index), reason))
             continue
         for key, values in row.items():
@@ -202,8 +204,11 @@ def _execution_options(cfg, split: Split):
 def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None) -> "ray.data.Dataset":
     """A streaming dataset of decoded, transformed uint8 clips for ``split`` (see the module docstring)."""
     data = cfg.data
-    records = read_list(list_file or list_for_split(cfg, split), root=data.root, num_classes=data.num_classes)
-    rows = [{"path": r.path, "num_frames": r.num_frames, "label": r.label, "index": i} for i, r in enumerate(records)]
+    list_file = list_file or list_for_split(cfg, split)
+    records = read_list(list_file, root=data.root, num_classes=data.num_classes)
+    # ``source`` (list file:line) lets a decode error name the line to fix
+    rows = [{"path": r.path, "num_frames": r.num_frames, "label": r.label, "index": i,
+             "source": f"{list_file}:{r.line}"} for i, r in enumerate(records)]
     monitor_name = f"actionray_pipeline_{split}_{uuid.uuid4().hex[:12]}"
     # Owned by the creating process (the driver or a Tune trial); the handle is kept so it lives as long.
     _OWNED_MONITORS[monitor_name] = PipelineMonitor.options(name=monitor_name, namespace=NAMESPACE).remote(len(rows))

@@ -70,8 +70,7 @@ def tsn_train_offsets(num_frames: int, k: int, rng: np.random.Generator) -> np.n
     avg = num_frames // k
     if avg > 0:
         return np.arange(k) * avg + rng.integers(0, avg, size=k)
-    if num_frames > k:  # unreachable for clip_len 1 (avg > 0 whenever N >= K); kept for parity
-        return np.sort(rng.integers(0, num_frames, size=k))
+    # N < K. (MMAction2's sorted-random branch for avg == 0 and N > K cannot occur with clip_len 1.)
     return np.around(np.arange(k) * (num_frames / k)).astype(np.int64)
 
 
@@ -105,8 +104,9 @@ def tdn_test_starts(num_frames: int, k: int, length: int, clip: int = 0, clips: 
 # --- dense (MMAction2 DenseSampleFrames) -----------------------------------------------------------------
 
 def dense_train_starts(num_frames: int, k: int, window: int, rng: np.random.Generator) -> np.ndarray:
-    """K positions (K,) with stride window // K from a random start in U{0..N-window} (0 if N <= window)."""
-    start = 0 if num_frames <= window else int(rng.integers(0, num_frames - window + 1))
+    """K positions (K,) with stride window // K from a random start in U{0..N-window-1} (0 if N <= window)."""
+    # MMAction2 DenseSampleFrames: randint(0, sample_position - 1) with sample_position = N - window + 1.
+    start = 0 if num_frames <= window else int(rng.integers(0, num_frames - window))
     return (start + np.arange(k) * max(1, window // k)) % num_frames
 
 

@@ -144,7 +144,7 @@ def normalize(video: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
         raise ValueError(f"normalize expects (B, N, H, W, 3), got {tuple(video.shape)}")
     m = torch.tensor(mean, dtype=torch.float32, device=video.device).view(1, 1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=video.device).view(1, 1, 3, 1, 1)
-    x = video.permute(0, 1, 4, 2, 3).to(torch.float32)
+    x = video.permute(0, 1, 4, 2, 3).to(torch.float32, copy=True)  # copy: the in-place ops never touch ``video``
     return x.sub_(m).div_(s)
 
 
