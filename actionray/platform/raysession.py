@@ -13,6 +13,9 @@ QUIET_ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
     "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    # Ray Data announces every pass ("Starting execution of Dataset ...") at INFO, burying the epoch lines;
+    # workers started by a local instance inherit this. Warnings and errors still show.
+    "RAY_DATA_LOG_LEVEL": "WARNING",
 }
 
 
