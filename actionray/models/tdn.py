@@ -18,7 +18,7 @@ from torch import nn
 
 from actionray.models.backbones import (PartialBNMixin, load_matching_weights, read_state_dict,
                                         resnet_layout)
-from actionray.models.tsn import CONSENSUS, init_classifier
+from actionray.models.tsn import CONSENSUS, init_classifier, segment_consensus
 
 __all__ = ["TDN", "build_tdn", "LongTermTDM", "TemporalShift", "ShortTermTDM", "fusion_weights"]
 
@@ -290,11 +290,7 @@ class TDN(PartialBNMixin, nn.Module):
         for layer in (self.layer2, self.layer3, self.layer4):
             r = _run_layer(layer, r, t)
         feats = F.adaptive_avg_pool2d(r, 1).flatten(1).view(b, t, -1)
-        if self.consensus == "feature":
-            logits = self.fc(self.dropout(feats.mean(dim=1)))
-        else:
-            feats = self.dropout(feats)
-            logits = self.fc(feats).mean(dim=1)
+        logits, feats = segment_consensus(feats, self.fc, self.dropout, self.consensus)
         return (logits, feats) if return_features else logits
 
 

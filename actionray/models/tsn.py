@@ -59,12 +59,21 @@ class TSN(PartialBNMixin, nn.Module):
             raise ValueError(f"TSN input must be (B, T, 3, H, W), got {tuple(x.shape)}")
         b, t = x.shape[:2]
         feats = self.backbone(x.flatten(0, 1)).view(b, t, -1)
-        if self.consensus == "feature":
-            logits = self.fc(self.dropout(feats.mean(dim=1)))
-        else:
-            feats = self.dropout(feats)
-            logits = self.fc(feats).mean(dim=1)
+        logits, feats = segment_consensus(feats, self.fc, self.dropout, self.consensus)
         return (logits, feats) if return_features else logits
+
+
+def segment_consensus(feats: torch.Tensor, fc: nn.Module, dropout: nn.Module,
+                      consensus: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-segment features (B, T, D) -> (video logits (B, C), the features CCL sees (B, T, D)).
+
+    "feature": MMAction2 TSNHead (mean over segments, then dropout + fc); "logit": the TDN-repo wrapper
+    (dropout + fc per segment, then the mean of the logits).
+    """
+    if consensus == "feature":
+        return fc(dropout(feats.mean(dim=1))), feats
+    feats = dropout(feats)
+    return fc(feats).mean(dim=1), feats
 
 
 def build_tsn(*, num_classes: int, num_segments: int, backbone: str = "resnet50",
