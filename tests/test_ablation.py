@@ -165,3 +165,8 @@ def test_report_rerenders_the_same_table_from_child_runs(ablation, tmp_path):
     html = tmp_path / "t.html"
     assert main(["report", "--ablation", parent.info.run_id, "--html", str(html), "--tracking-uri", ablation["uri"]]) == 0
     assert "<table>" in html.read_text() and all(v in html.read_text() for v in VARIANTS)
+
+
+def test_preset_name_resolves_outside_the_repository_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ablations here: the repository's presets are used
+    assert load_preset("gcnet_ablation").grid == {"model.gtm": [False, True], "loss.ccl.enabled": [False, True]}

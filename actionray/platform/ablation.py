@@ -21,7 +21,12 @@ from actionray.platform.config import ConfigError, ExperimentConfig, parse_overr
 from actionray.search_spaces import apply_dotted, check_key
 
 METRICS = ("val_top1", "val_top5", "val_mean_class_acc")
-PRESET_DIR = Path("configs/ablations")  # relative to the working directory (the repository root)
+PRESET_DIR = Path("configs/ablations")  # relative to the working directory (the repository root) ...
+REPO_PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "ablations"  # ... else the repository's
+
+
+def _preset_dir() -> Path:
+    return PRESET_DIR if PRESET_DIR.is_dir() else REPO_PRESET_DIR
 OFF_VALUES = (False, 0, None, "off", "none")
 GENERIC_LEAVES = ("enabled", "name")  # loss.ccl.enabled -> "ccl", model.name -> "model"
 
@@ -74,11 +79,12 @@ def is_off(value: Any) -> bool:
 def load_preset(name_or_path: str | Path) -> Preset:
     """A preset by name (``configs/ablations/<name>.yaml``) or path; unknown fields raise ConfigError."""
     path = Path(name_or_path)
+    presets = _preset_dir()
     if not str(name_or_path).endswith((".yaml", ".yml")):
-        path = PRESET_DIR / f"{name_or_path}.yaml"
+        path = presets / f"{name_or_path}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
-        raise ConfigError(f"ablation preset not found: {path} (known in {PRESET_DIR}: {', '.join(known) or 'none'})")
+        known = sorted(p.stem for p in presets.glob("*.yaml")) if presets.is_dir() else []
+        raise ConfigError(f"ablation preset not found: {path} (known in {presets}: {', '.join(known) or 'none'})")
     tree = yaml.safe_load(path.read_text()) or {}
     allowed = set(Preset.__dataclass_fields__) - {"name", "source"}
     unknown = set(tree) - allowed
