@@ -58,7 +58,13 @@ def test_sweep_logs_one_child_run_per_trial_under_one_parent(sweep):
     children = sweep["children"]
     assert len(children) == 2
     assert sorted(float(c.data.params["optim.lr"]) for c in children) == [0.003, 0.03]
-    assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}  # KILLED = stopped early by ASHA
+    for child in children:
+        epochs_done = child.data.metrics.get("epoch", 0)
+        if child.info.status != "FINISHED":
+            # Stopped early by ASHA: KILLED, or FAILED when the stopped trial's fit raised while being torn
+            # down (a known race, see docs/sweeps.md); either way it must not have run every epoch.
+            assert child.info.status in {"KILLED", "FAILED"}
+            assert epochs_done < 2, (child.info.run_name, child.info.status, epochs_done)  # train.epochs=2
     assert sweep["parent"].info.status == "FINISHED"
 
 
