@@ -141,7 +141,7 @@ def fit(cfg: ExperimentConfig, *, resume: bool = False) -> dict[str, Any]:
     best = None
     try:
         best = result.get_best_checkpoint(cfg.train.checkpoint_metric, cfg.train.checkpoint_mode)
-    except (KeyError, ValueError, RuntimeError):
+    except (KeyError, ValueError, RuntimeError):  # no checkpoint carries the metric yet: report no best
         pass
     paths = {"run_path": result.path, "latest_checkpoint": result.checkpoint.path if result.checkpoint else None,
              "best_checkpoint": best.path if best else None}

@@ -282,7 +282,7 @@ def summarise_sweep(cfg: ExperimentConfig, results, keys: list[str], group: str,
     best = None
     try:
         best = results.get_best_result(metric=metric, mode=mode, scope="last")
-    except (RuntimeError, ValueError, KeyError):
+    except (RuntimeError, ValueError, KeyError):  # no trial reported the metric (all failed): best stays None
         pass
     text = render_sweep(table, f"sweep {group}")
     out: dict[str, Any] = {"group": group, "table": table, "best": None, "parent_run_id": parent.run_id, "text": text}
