@@ -77,6 +77,22 @@ def test_sgd_uses_momentum_weight_decay_and_nesterov_from_config():
     assert (group["momentum"], group["weight_decay"], group["nesterov"]) == (0.8, 1e-3, True)
 
 
+def test_adamw_keeps_per_group_lr_and_decoupled_weight_decay():
+    cfg = build_config({"optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "betas": [0.9, 0.99]}})
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer([{"params": [model.weight]}, {"params": [model.bias], "lr": 1e-2}], cfg)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-2]
+    assert opt.param_groups[0]["betas"] == (0.9, 0.99) and opt.param_groups[0]["weight_decay"] == 0.05
+    # the schedule multiplies every group's own base lr, whatever the optimizer
+    sched = build_scheduler(opt, build_config({"optim": {"name": "adamw", "lr": 1e-3},
+                                               "schedule": {"name": "step", "milestones": [1]}}), 2)
+    for _ in range(2):
+        opt.step()
+        sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-4, 1e-3])
+
+
 def test_optimizer_rejects_model_without_trainable_parameters():
     with pytest.raises(ValueError, match="no trainable parameters"):
         build_optimizer([{"params": []}], build_config({}))

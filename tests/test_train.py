@@ -120,3 +120,24 @@ def test_build_trainer_returns_a_torch_trainer_with_the_run_settings(ray_local, 
     assert run_config.failure_config.max_failures == 3
     assert run_config.checkpoint_config.checkpoint_score_attribute == "val_top1"
     assert trainer.scaling_config.num_workers == 2
+
+
+def test_torch_threads_none_keeps_rays_setting_and_zero_splits_the_nodes_cores():
+    import os
+
+    import torch
+
+    from actionray.platform.loop import set_torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_torch_threads(None, 1)
+        assert torch.get_num_threads() == before
+        set_torch_threads(0, 2)
+        assert torch.get_num_threads() == max(1, len(os.sched_getaffinity(0)) // 2)
+        set_torch_threads(3, 1)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="scaling.torch_threads"):
+        build_config({"scaling": {"torch_threads": -1}})

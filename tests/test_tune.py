@@ -22,6 +22,7 @@ def tiny_overrides(synth, root: Path, uri: str) -> list[str]:
     return [f"data.train_list={synth.train_list}", f"data.val_list={synth.val_list}", "data.synth=null",
             "data.num_segments=2", "data.input_size=32", "data.scale_size=36", "data.batch_size=4",
             "data.decode_tasks=1", "train.epochs=2", "train.log_every=50", "scaling.cpus_per_worker=0.5",
+            "scaling.torch_threads=null",  # concurrent trials share 2 cores: keep Ray's one thread each
             f"train.storage_path={root / 'runs'}", f"tracking.uri={uri}",
             f"tracking.artifact_location={root / 'artifacts'}"]
 

@@ -104,9 +104,12 @@ class LossConfig(Section):
 
 
 class OptimConfig(Section):
-    name: Literal["sgd"] = "sgd"
+    # sgd: every reference recipe. adamw: for short from-scratch runs (the demo configs), where SGD needs far
+    # more iterations than a laptop has; weight_decay is then decoupled (AdamW), momentum/nesterov unused.
+    name: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0.0)  # total over all workers' batch (no automatic scaling)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    betas: tuple[float, float] = (0.9, 0.999)  # adamw only
     weight_decay: float = Field(5e-4, ge=0.0)
     nesterov: bool = False
     mamba_lr: float | None = Field(None, gt=0.0)  # GCNet: fixed lr group for the Mamba parameters (0.03)
@@ -141,6 +144,10 @@ class ScalingConfig(Section):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
     gpus_per_worker: float = Field(1.0, ge=0.0)
+    # torch intra-op threads per training worker. None: Ray's default (OMP_NUM_THREADS = cpus_per_worker).
+    # 0: the node's cores shared among its local workers, for CPU runs where decode tasks are light and
+    # reserving cores for them would leave the model's matmuls on one core (the 2-core demo).
+    torch_threads: int | None = Field(None, ge=0)
     max_failures: int = Field(2, ge=-1)
 
 

@@ -195,6 +195,16 @@ def to_channels_last(model: torch.nn.Module) -> None:
             param.data = param.data.contiguous(memory_format=torch.channels_last)
 
 
+def set_torch_threads(threads: int | None, local_workers: int) -> None:
+    """Apply ``scaling.torch_threads`` (None keeps Ray's OMP_NUM_THREADS; 0 splits the node's cores)."""
+    if threads is None:
+        return
+    if threads == 0:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // max(1, local_workers))
+    torch.set_num_threads(threads)
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -212,6 +222,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     rank, world = context.get_world_rank(), context.get_world_size()
     seed_everything(cfg.train.seed, rank)
     device = get_device()
+    set_torch_threads(cfg.scaling.torch_threads, context.get_local_world_size())
     trainable = get_trainable(cfg.trainable)
     model = trainable.build_model(cfg)
 

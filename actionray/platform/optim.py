@@ -1,4 +1,4 @@
-"""SGD and per-iteration learning-rate schedules (TDN ops/lr_scheduler.py semantics).
+"""SGD (or AdamW) and per-iteration learning-rate schedules (TDN ops/lr_scheduler.py semantics).
 
 Milestones are given in epochs and converted to iterations, as the TDN/GCNet code does, so a schedule behaves
 the same whatever the batch size. Every parameter group (including GCNet's fixed-lr Mamba group) is scaled by
@@ -17,12 +17,15 @@ import torch
 from actionray.platform.config import ExperimentConfig
 
 
-def build_optimizer(param_groups: Iterable[dict[str, Any]], cfg: ExperimentConfig) -> torch.optim.SGD:
-    """SGD over ``param_groups`` (each may carry its own ``lr``/``weight_decay``); defaults from ``cfg.optim``."""
+def build_optimizer(param_groups: Iterable[dict[str, Any]], cfg: ExperimentConfig) -> torch.optim.Optimizer:
+    """``cfg.optim.name`` (SGD, or AdamW) over ``param_groups`` (each may carry its own ``lr``/``weight_decay``);
+    defaults from ``cfg.optim``."""
     groups = [g for g in param_groups if list(g["params"])]
     if not groups:
         raise ValueError("no trainable parameters: every parameter group is empty")
     o = cfg.optim
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                            nesterov=o.nesterov and o.momentum > 0)
 
