@@ -169,6 +169,24 @@ def open_parent(cfg: ExperimentConfig, group: str, kind: str, tags: dict[str, An
     return start_run(cfg, group, tags={KIND_TAG: kind, GROUP_TAG: group, **tags})
 
 
+class SweepInterrupted(RuntimeError):
+    """Tune stopped on Ctrl+C / SIGUSR1 with trials unfinished; its state is saved for ``--resume``."""
+
+
+def stop_if_interrupted(results, expected: int, parent, what: str) -> None:
+    """Raise ``SweepInterrupted`` (parent run KILLED) when fewer than ``expected`` trials finished or errored.
+
+    On SIGINT Tune saves the experiment state and ``Tuner.fit`` *returns*, with running trials unfinished and
+    trials not yet generated missing (with ``max_concurrent`` they are created lazily), so without this check a
+    half-run sweep would be summarised and marked FINISHED.
+    """
+    unfinished = expected - results.num_terminated - results.num_errors
+    if unfinished > 0:
+        parent.end("KILLED")
+        raise SweepInterrupted(f"{what} interrupted with {unfinished} of {expected} trial(s) unfinished; its "
+                               f"state is saved: run the same command with --resume to continue it")
+
+
 def finalize_children(tracker, results, epochs: int) -> None:
     """Set each child run's final status from Tune's view (a trial stopped by ASHA may have ended its own
     run as FAILED, or not at all when its driver was killed)."""
@@ -256,6 +274,7 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, *, config_path: str | N
     except BaseException:
         parent.end("FAILED")
         raise
+    stop_if_interrupted(results, num_samples * space.num_grid_points(), parent, f"sweep {group}")
     finalize_children(parent, results, cfg.train.epochs)
     summary = summarise_sweep(cfg, results, keys, group, config_path, list(overrides), parent)
     parent.end("FINISHED" if summary["best"] else "FAILED")
@@ -305,5 +324,6 @@ def summarise_sweep(cfg: ExperimentConfig, results, keys: list[str], group: str,
     return out
 
 
-__all__ = ["TrialNeed", "trial_need", "plan_concurrency", "ensure_ray_for_trials", "run_trials", "run_sweep",
+__all__ = ["SweepInterrupted", "stop_if_interrupted",
+           "TrialNeed", "trial_need", "plan_concurrency", "ensure_ray_for_trials", "run_trials", "run_sweep",
            "group_name", "open_parent", "finalize_children", "retrain_command", "asha"]
