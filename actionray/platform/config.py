@@ -128,6 +128,10 @@ class ScheduleConfig(Section):
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1)
     seed: int = 0
+    # Repeat a 1-worker run exactly: the train stream keeps the seeded shuffle's order (a slow decode task then
+    # holds back the clips behind it) and torch uses deterministic kernels. Off: same clips per epoch, batch
+    # composition depends on which decode task finishes first. Multi-worker splits stay dynamic either way.
+    deterministic: bool = False
     val_every: int = Field(1, ge=1)
     amp: Literal["none", "bf16", "fp16"] = "none"  # GPU only; ignored on CPU
     channels_last: bool = False  # GPU only

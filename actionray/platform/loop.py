@@ -223,6 +223,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     seed_everything(cfg.train.seed, rank)
     device = get_device()
     set_torch_threads(cfg.scaling.torch_threads, context.get_local_world_size())
+    if cfg.train.deterministic:
+        # warn_only: a kernel without a deterministic variant (some CUDA ops) warns instead of failing the run
+        torch.use_deterministic_algorithms(True, warn_only=True)
     trainable = get_trainable(cfg.trainable)
     model = trainable.build_model(cfg)
 

@@ -195,7 +195,7 @@ def _execution_options(cfg, split: Split):
 
     limit = cfg.data.object_store_limit_mb
     resources = ExecutionResources(object_store_memory=limit * 2**20) if limit is not None else None
-    options = ExecutionOptions(preserve_order=split != "train")
+    options = ExecutionOptions(preserve_order=split != "train" or cfg.train.deterministic)
     if resources is not None:
         options.resource_limits = resources
     return options
