@@ -78,7 +78,8 @@ def test_interrupted_sweep_resumes_and_keeps_finished_trials(synth_videos, tmp_p
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     parent_after, children = children_of(client, "")
     assert parent_after.info.run_id == parent.info.run_id and parent_after.info.status == "FINISHED"
-    assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
+    seen = [(c.info.run_name, c.info.status, c.data.metrics.get("epoch")) for c in children]
+    assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}, (seen, resumed.stdout[-3000:])
     assert sorted(float(c.data.params["optim.lr"]) for c in children) == [0.003, 0.03]
     # the trial finished before the interruption was not trained again: same run, one value per epoch
     history = client.get_metric_history(first.info.run_id, "val_top1")

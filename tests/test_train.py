@@ -99,6 +99,18 @@ def test_resume_continues_at_the_next_epoch_in_the_same_mlflow_run(two_worker_ru
     assert summary["mlflow_run_id"] == first["mlflow_run_id"]
 
 
+def test_resuming_a_finished_run_trains_nothing_and_reports_its_final_metrics(two_worker_run):
+    """A Tune trial stopped after its last epoch is restarted on resume: it must still report a finished run."""
+    from actionray.platform.train import fit
+
+    cfg, _, _ = two_worker_run
+    cfg = build_config(cfg.to_dict(), ["train.epochs=2", "scaling.num_workers=1"])
+    fit(cfg, resume=True)  # finishes epoch 2 unless the test above already did
+    again = fit(cfg, resume=True)
+    assert again["start_epoch"] == 2 and [h["epoch"] for h in again["history"]] == [1, 2]
+    assert again["last_report"]["epoch"] == 2 and "val_top1" in again["last_report"]
+
+
 def test_resume_without_a_previous_run_is_a_clear_error(ray_local, synth_videos, workdir):
     from actionray.platform.train import fit
 

@@ -291,6 +291,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             ray.train.report(metrics, checkpoint=ckpt)
         _maybe_inject_fault(config.get("fault"), done, rank)
 
+    if start_epoch >= cfg.train.epochs and history:
+        # Resumed from the final checkpoint (e.g. a Tune trial stopped between its last report and its end):
+        # nothing to train, but report the final metrics again so the caller (Tune) sees a finished run.
+        ray.train.report(dict(history[-1]))
     summary = {"epochs": cfg.train.epochs, "start_epoch": start_epoch, "world_size": world,
                "val_per_class_acc": _per_class(matrix), "final": history[-1] if history else {},
                "best": best, "history": history, "mlflow_run_id": config.get("mlflow_run_id")}

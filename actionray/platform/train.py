@@ -147,5 +147,5 @@ def fit(cfg: ExperimentConfig, *, resume: bool = False) -> dict[str, Any]:
              "best_checkpoint": best.path if best else None}
     write_json_artifact(tracker, paths, "checkpoints.json")
     tracker.end("FINISHED")
-    summary.update(paths, run_name=name, mlflow_run_id=tracker.run_id)
+    summary.update(paths, run_name=name, mlflow_run_id=tracker.run_id, last_report=dict(result.metrics or {}))
     return summary
