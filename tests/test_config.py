@@ -57,6 +57,11 @@ def test_embedded_defaults_are_the_demo_setup(workdir):
     cfg = load_config(None)
     assert cfg.data.synth is not None
     assert cfg.data.train_list == str(workdir / cfg.data.synth.out_dir.split("/")[-1] / "train.txt")
+    # the embedded defaults are the TSN demo recipe: the same training, whether or not a CONFIG is given
+    demo = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo_tsn.yaml")
+    for key in ("data.input_size", "data.scale_size", "data.batch_size", "data.synth.videos_per_class", "optim.lr",
+                "optim.weight_decay", "schedule.name", "train.epochs", "scaling.torch_threads", "model.backbone"):
+        assert cfg.flat()[key] == demo.flat()[key], key
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

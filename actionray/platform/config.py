@@ -310,15 +310,16 @@ def build_config(tree: dict[str, Any], overrides: list[str] | None = None, *, so
 # What ``actionray train`` runs without a CONFIG: the TSN demo (configs/demo_tsn.yaml) on generated videos,
 # written to ./demo_data on first use. Small enough for a laptop CPU; the field defaults above stay the
 # paper-scale values (ResNet-50, 224 px) that the reference configs build on.
-EMBEDDED_DEFAULTS: dict[str, Any] = {
+EMBEDDED_DEFAULTS: dict[str, Any] = {  # = configs/demo_tsn.yaml (see docs/performance.md for why these values)
     "name": "demo",
     "model": {"backbone": "resnet18", "dropout": 0.2, "fc_init_std": 0.01},
     "data": {"train_list": "demo_data/train.txt", "val_list": "demo_data/val.txt", "num_classes": 8,
-             "input_size": 112, "scale_size": 128, "multiscale_offsets": 5, "flip": False,
-             "synth": {"out_dir": "demo_data"}},
-    "optim": {"lr": 0.02, "weight_decay": 1e-4},
+             "input_size": 64, "scale_size": 72, "multiscale_offsets": 5, "flip": False,
+             "synth": {"out_dir": "demo_data", "videos_per_class": 80}},
+    "optim": {"lr": 0.005, "weight_decay": 1e-4},
     "schedule": {"name": "cosine", "warmup_epochs": 1, "eta_min": 1e-4},
-    "train": {"epochs": 12},
+    "train": {"epochs": 7},
+    "scaling": {"torch_threads": 0},
 }
 
 
