@@ -104,8 +104,8 @@ class LossConfig(Section):
 
 
 class OptimConfig(Section):
-    # sgd: every reference recipe. adamw: for short from-scratch runs (the demo configs), where SGD needs far
-    # more iterations than a laptop has; weight_decay is then decoupled (AdamW), momentum/nesterov unused.
+    # sgd: every reference recipe and the demo configs. adamw: an option for short from-scratch runs;
+    # weight_decay is then decoupled (AdamW) and momentum/nesterov are unused.
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0.0)  # total over all workers' batch (no automatic scaling)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
