@@ -25,11 +25,12 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def children_of(client, uri_root_parent_name: str) -> tuple[object, list]:
+def children_of(client) -> tuple[object, list]:
+    """The sweep's MLflow parent run and its child runs (None, [] before the parent exists)."""
     exp = client.get_experiment_by_name("actionray")
     if exp is None:
         return None, []
-    parents = client.search_runs([exp.experiment_id], f"tags.`actionray.kind` = 'sweep'")
+    parents = client.search_runs([exp.experiment_id], "tags.`actionray.kind` = 'sweep'")
     if not parents:
         return None, []
     parent = parents[0]
@@ -55,7 +56,7 @@ def test_interrupted_sweep_resumes_and_keeps_finished_trials(synth_videos, tmp_p
         while time.monotonic() < deadline and sweep.poll() is None:
             time.sleep(2)
             if (tmp_path / "mlflow.db").exists():
-                _, children = children_of(client, "")
+                _, children = children_of(client)
                 finished = [c for c in children if c.info.status == "FINISHED"]
                 if finished:
                     break
@@ -69,14 +70,14 @@ def test_interrupted_sweep_resumes_and_keeps_finished_trials(synth_videos, tmp_p
             sweep.kill()
     assert sweep.returncode == 130, out[-3000:]
     assert "--resume" in out
-    parent, children = children_of(client, "")
+    parent, children = children_of(client)
     assert parent.info.status == "KILLED"
     first = finished[0]
 
     resumed = subprocess.run([*argv, "--resume"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
-    parent_after, children = children_of(client, "")
+    parent_after, children = children_of(client)
     assert parent_after.info.run_id == parent.info.run_id and parent_after.info.status == "FINISHED"
     seen = [(c.info.run_name, c.info.status, c.data.metrics.get("epoch")) for c in children]
     assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}, (seen, resumed.stdout[-3000:])
@@ -84,4 +85,4 @@ def test_interrupted_sweep_resumes_and_keeps_finished_trials(synth_videos, tmp_p
     # the trial finished before the interruption was not trained again: same run, one value per epoch
     history = client.get_metric_history(first.info.run_id, "val_top1")
     assert [m.step for m in history] == [1, 2]
-    assert f"trial-" in resumed.stdout and "retrain it with" in resumed.stdout
+    assert "trial-" in resumed.stdout and "retrain it with" in resumed.stdout
