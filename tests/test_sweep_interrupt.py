@@ -58,12 +58,16 @@ def test_interrupted_sweep_resumes_and_keeps_finished_trials(synth_videos, tmp_p
             if (tmp_path / "mlflow.db").exists():
                 _, children = children_of(client)
                 finished = [c for c in children if c.info.status == "FINISHED"]
-                if finished:
+                running = [c for c in children if c.info.status == "RUNNING"]
+                if finished and running:
                     break
-        if not finished:
+        if not (finished and running):
             sweep.kill()
-            pytest.fail("the first trial never finished:\n" + sweep.communicate(timeout=60)[0][-4000:])
-        sweep.send_signal(signal.SIGINT)  # what Ctrl+C does
+            pytest.fail("no moment with one trial finished and the next running:\n"
+                        + sweep.communicate(timeout=60)[0][-4000:])
+        # Ctrl+C while the second trial trains: Tune's clean-up marks that trial TERMINATED in the results it
+        # returns, so only the saved experiment state tells that it did not finish.
+        sweep.send_signal(signal.SIGINT)
         out, _ = sweep.communicate(timeout=180)
     finally:
         if sweep.poll() is None:

@@ -173,14 +173,24 @@ class SweepInterrupted(RuntimeError):
     """Tune stopped on Ctrl+C / SIGUSR1 with trials unfinished; its state is saved for ``--resume``."""
 
 
-def stop_if_interrupted(results, expected: int, parent, what: str) -> None:
+def saved_trial_statuses(path: str) -> list[str]:
+    """Each trial's status in the experiment state Tune saved last under ``path``."""
+    from ray.tune import ExperimentAnalysis
+
+    return [trial.status for trial in ExperimentAnalysis(path).trials]
+
+
+def stop_if_interrupted(path: str, expected: int, parent, what: str) -> None:
     """Raise ``SweepInterrupted`` (parent run KILLED) when fewer than ``expected`` trials finished or errored.
 
     On SIGINT Tune saves the experiment state and ``Tuner.fit`` *returns*, with running trials unfinished and
     trials not yet generated missing (with ``max_concurrent`` they are created lazily), so without this check a
-    half-run sweep would be summarised and marked FINISHED.
+    half-run sweep would be summarised and marked FINISHED. The statuses come from the state saved on disk:
+    Tune saves it before its clean-up, which marks the running trials TERMINATED in the returned results as if
+    they had finished.
     """
-    unfinished = expected - results.num_terminated - results.num_errors
+    done = sum(status in ("TERMINATED", "ERROR") for status in saved_trial_statuses(path))
+    unfinished = expected - done
     if unfinished > 0:
         parent.end("KILLED")
         raise SweepInterrupted(f"{what} interrupted with {unfinished} of {expected} trial(s) unfinished; its "
@@ -201,6 +211,11 @@ def finalize_children(tracker, results, epochs: int) -> None:
             tracker._call("set_terminated", client.set_terminated, run.info.run_id, status)
 
 
+def experiment_path(cfg: ExperimentConfig, group: str) -> str:
+    """Where Tune keeps the group's experiment state (``--resume`` restores it from here)."""
+    return f"{cfg.train.storage_path.rstrip('/')}/{group}"
+
+
 def run_trials(cfg: ExperimentConfig, param_space: dict[str, Any], *, group: str, parent_run_id: str | None,
                num_samples: int, max_concurrent: int, need: TrialNeed, scheduler=None, resume: bool = False):
     """Fit one Tune experiment of training trials under ``<storage>/<group>``; returns the ResultGroup."""
@@ -214,7 +229,7 @@ def run_trials(cfg: ExperimentConfig, param_space: dict[str, Any], *, group: str
     if cfg.train.val_every > 1:
         # Epochs between validations report no val_* keys; Tune's strict check would fail those results.
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    path = f"{storage}/{group}"
+    path = experiment_path(cfg, group)
     if resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
@@ -274,7 +289,7 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, *, config_path: str | N
     except BaseException:
         parent.end("FAILED")
         raise
-    stop_if_interrupted(results, num_samples * space.num_grid_points(), parent, f"sweep {group}")
+    stop_if_interrupted(experiment_path(cfg, group), num_samples * space.num_grid_points(), parent, f"sweep {group}")
     finalize_children(parent, results, cfg.train.epochs)
     summary = summarise_sweep(cfg, results, keys, group, config_path, list(overrides), parent)
     parent.end("FINISHED" if summary["best"] else "FAILED")
@@ -326,4 +341,4 @@ def summarise_sweep(cfg: ExperimentConfig, results, keys: list[str], group: str,
 
 __all__ = ["SweepInterrupted", "stop_if_interrupted",
            "TrialNeed", "trial_need", "plan_concurrency", "ensure_ray_for_trials", "run_trials", "run_sweep",
-           "group_name", "open_parent", "finalize_children", "retrain_command", "asha"]
+           "experiment_path", "group_name", "open_parent", "finalize_children", "retrain_command", "asha"]
