@@ -13,6 +13,7 @@ import sys
 
 from actionray import __version__
 from actionray.platform.config import ConfigError
+from actionray.platform.tune import SweepInterrupted  # light: tune.py imports ray lazily
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,16 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except SweepInterrupted as error:
+        print(f"{error}", file=sys.stderr)
+        return 130  # the shell's code for Ctrl+C
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as error:
-        from actionray.platform.tune import SweepInterrupted  # lazy: keeps `actionray --help` free of ray
-
-        if isinstance(error, SweepInterrupted):
-            print(f"{error}", file=sys.stderr)
-            return 130  # the shell's code for Ctrl+C
-        raise
 
 
 if __name__ == "__main__":

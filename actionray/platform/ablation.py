@@ -228,8 +228,8 @@ def run_ablation(cfg: ExperimentConfig, axes: list[Axis], *, seeds: int = 1, pre
     from ray import tune
 
     from actionray.platform import report
-    from actionray.platform.tune import (ensure_ray_for_trials, experiment_path, finalize_children, group_name,
-                                         open_parent, plan_concurrency, run_trials, stop_if_interrupted)
+    from actionray.platform.tune import (ensure_ray_for_trials, finalize_children, group_name, open_parent,
+                                         plan_concurrency, run_trials, stop_if_interrupted)
 
     cells = build_cells(axes)
     validate_cells(cfg.to_dict(), cells, preset.source if preset else "--grid")
@@ -257,7 +257,7 @@ def run_ablation(cfg: ExperimentConfig, axes: list[Axis], *, seeds: int = 1, pre
     except BaseException:
         parent.end("FAILED")
         raise
-    stop_if_interrupted(experiment_path(cfg, group), len(cells) * len(seed_values), parent, f"ablation {group}")
+    stop_if_interrupted(cfg, group, len(cells) * len(seed_values), parent, "ablation")
     finalize_children(parent, results, cfg.train.epochs)
     rows, errors = [], []
     for result in results:

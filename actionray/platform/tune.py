@@ -180,7 +180,7 @@ def saved_trial_statuses(path: str) -> list[str]:
     return [trial.status for trial in ExperimentAnalysis(path).trials]
 
 
-def stop_if_interrupted(path: str, expected: int, parent, what: str) -> None:
+def stop_if_interrupted(cfg: ExperimentConfig, group: str, expected: int, parent, kind: str) -> None:
     """Raise ``SweepInterrupted`` (parent run KILLED) when fewer than ``expected`` trials finished or errored.
 
     On SIGINT Tune saves the experiment state and ``Tuner.fit`` *returns*, with running trials unfinished and
@@ -189,11 +189,11 @@ def stop_if_interrupted(path: str, expected: int, parent, what: str) -> None:
     Tune saves it before its clean-up, which marks the running trials TERMINATED in the returned results as if
     they had finished.
     """
-    done = sum(status in ("TERMINATED", "ERROR") for status in saved_trial_statuses(path))
+    done = sum(status in ("TERMINATED", "ERROR") for status in saved_trial_statuses(experiment_path(cfg, group)))
     unfinished = expected - done
     if unfinished > 0:
         parent.end("KILLED")
-        raise SweepInterrupted(f"{what} interrupted with {unfinished} of {expected} trial(s) unfinished; its "
+        raise SweepInterrupted(f"{kind} {group} interrupted with {unfinished} of {expected} trial(s) unfinished; its "
                                f"state is saved: run the same command with --resume to continue it")
 
 
@@ -289,7 +289,7 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, *, config_path: str | N
     except BaseException:
         parent.end("FAILED")
         raise
-    stop_if_interrupted(experiment_path(cfg, group), num_samples * space.num_grid_points(), parent, f"sweep {group}")
+    stop_if_interrupted(cfg, group, num_samples * space.num_grid_points(), parent, "sweep")
     finalize_children(parent, results, cfg.train.epochs)
     summary = summarise_sweep(cfg, results, keys, group, config_path, list(overrides), parent)
     parent.end("FINISHED" if summary["best"] else "FAILED")
@@ -341,4 +341,4 @@ def summarise_sweep(cfg: ExperimentConfig, results, keys: list[str], group: str,
 
 __all__ = ["SweepInterrupted", "stop_if_interrupted",
            "TrialNeed", "trial_need", "plan_concurrency", "ensure_ray_for_trials", "run_trials", "run_sweep",
-           "experiment_path", "group_name", "open_parent", "finalize_children", "retrain_command", "asha"]
+           "group_name", "open_parent", "finalize_children", "retrain_command", "asha"]
