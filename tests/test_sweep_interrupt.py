@@ -52,13 +52,15 @@ def test_interrupted_sweep_resumes_and_keeps_finished_trials(synth_videos, tmp_p
                              text=True)
     try:
         deadline = time.monotonic() + 300
-        finished = []
+        finished, running = [], []
         while time.monotonic() < deadline and sweep.poll() is None:
             time.sleep(2)
             if (tmp_path / "mlflow.db").exists():
+                # Child statuses stay RUNNING until the sweep ends (the driver writes them), so "done" is the
+                # epoch metric; with one trial at a time a second child exists only once the first is done.
                 _, children = children_of(client)
-                finished = [c for c in children if c.info.status == "FINISHED"]
-                running = [c for c in children if c.info.status == "RUNNING"]
+                finished = [c for c in children if c.data.metrics.get("epoch") == 2]
+                running = [c for c in children if c.data.metrics.get("epoch", 0) < 2]
                 if finished and running:
                     break
         if not (finished and running):
@@ -77,6 +79,8 @@ def test_interrupted_sweep_resumes_and_keeps_finished_trials(synth_videos, tmp_p
     parent, children = children_of(client)
     assert parent.info.status == "KILLED"
     first = finished[0]
+    statuses = {c.info.run_name: c.info.status for c in children}
+    assert statuses == {first.info.run_name: "FINISHED", running[0].info.run_name: "KILLED"}, statuses
 
     resumed = subprocess.run([*argv, "--resume"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
                              timeout=600)

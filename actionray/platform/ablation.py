@@ -228,8 +228,9 @@ def run_ablation(cfg: ExperimentConfig, axes: list[Axis], *, seeds: int = 1, pre
     from ray import tune
 
     from actionray.platform import report
-    from actionray.platform.tune import (ensure_ray_for_trials, finalize_children, group_name, open_parent,
-                                         plan_concurrency, run_trials, stop_if_interrupted)
+    from actionray.platform.tune import (close_running_children, ensure_ray_for_trials, finalize_children,
+                                         group_name, open_parent, plan_concurrency, run_trials,
+                                         stop_if_interrupted)
 
     cells = build_cells(axes)
     validate_cells(cfg.to_dict(), cells, preset.source if preset else "--grid")
@@ -255,10 +256,11 @@ def run_ablation(cfg: ExperimentConfig, axes: list[Axis], *, seeds: int = 1, pre
                              group=group, parent_run_id=parent.run_id, num_samples=1,
                              max_concurrent=concurrent, need=need, resume=resume)
     except BaseException:
+        close_running_children(parent, "FAILED")
         parent.end("FAILED")
         raise
-    stop_if_interrupted(cfg, group, len(cells) * len(seed_values), parent, "ablation")
     finalize_children(parent, results, cfg.train.epochs)
+    stop_if_interrupted(cfg, group, len(cells) * len(seed_values), parent, "ablation")
     rows, errors = [], []
     for result in results:
         cell, seed = result.config["cell"], result.config["seed"]

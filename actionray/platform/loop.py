@@ -306,5 +306,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         if best:
             tracker.log_metrics({f"best_{best['metric']}": best["value"], "best_epoch": best["epoch"]},
                                 step=cfg.train.epochs)
-        tracker.end("FINISHED")
+        # No final status here: the driver that created the run sets it (fit(), or the sweep driver from
+        # Tune's view for trials), so a worker still tearing down can never overwrite it.
     return summary

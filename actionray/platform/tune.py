@@ -122,13 +122,9 @@ def _trial(config: dict[str, Any], *, base_tree: dict[str, Any], group: str, par
     cfg = config_from_dict(apply_dotted(base_tree, overrides))
     trainer = build_trainer(cfg, run_name=run_name, callbacks=[TuneReportCallback()],
                             mlflow_parent_run_id=parent_run_id, mlflow_tags=tags, storage_path=train_storage)
-    tracker = trainer.actionray_tracker
-    try:
-        trainer.fit()
-    except BaseException:
-        tracker.end("FAILED")
-        raise
-    tracker.end("FINISHED")
+    # No status write here: a trial stopped by Tune may still be tearing down (and raising) after the sweep
+    # driver has set the child's final status from Tune's view (finalize_children), and would overwrite it.
+    trainer.fit()
 
 
 def group_name(base: str, storage: str, resume: bool) -> str:
@@ -197,18 +193,32 @@ def stop_if_interrupted(cfg: ExperimentConfig, group: str, expected: int, parent
                                f"state is saved: run the same command with --resume to continue it")
 
 
+def _child_runs(tracker) -> list:
+    client = tracker.client
+    parent = client.get_run(tracker.run_id)
+    return client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{tracker.run_id}'")
+
+
 def finalize_children(tracker, results, epochs: int) -> None:
-    """Set each child run's final status from Tune's view (a trial stopped by ASHA may have ended its own
-    run as FAILED, or not at all when its driver was killed)."""
+    """Set each child run's final status from Tune's view: FINISHED, KILLED (stopped by ASHA or by an
+    interruption) or FAILED. Trials never write their own final status (see ``_trial``), so this is the only
+    writer and the child runs always agree with the sweep table."""
     if not tracker.active:
         return
     wanted = {trial_run_name(r.config or {}, trial_id_of(r)): trial_status(r, epochs) for r in results}
-    client = tracker.client
-    parent = client.get_run(tracker.run_id)
-    for run in client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{tracker.run_id}'"):
+    for run in tracker._call("list child runs", _child_runs, tracker) or []:
         status = wanted.get(run.info.run_name)
         if status and run.info.status != status:
-            tracker._call("set_terminated", client.set_terminated, run.info.run_id, status)
+            tracker._call("set_terminated", tracker.client.set_terminated, run.info.run_id, status)
+
+
+def close_running_children(tracker, status: str) -> None:
+    """Mark every child run still RUNNING as ``status`` (Tune itself failed, so there is no result to read)."""
+    if not tracker.active:
+        return
+    for run in tracker._call("list child runs", _child_runs, tracker) or []:
+        if run.info.status == "RUNNING":
+            tracker._call("set_terminated", tracker.client.set_terminated, run.info.run_id, status)
 
 
 def experiment_path(cfg: ExperimentConfig, group: str) -> str:
@@ -287,10 +297,11 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, *, config_path: str | N
                              num_samples=num_samples, max_concurrent=concurrent, need=need,
                              scheduler=asha(cfg) if scheduler == "asha" else None, resume=resume)
     except BaseException:
+        close_running_children(parent, "FAILED")
         parent.end("FAILED")
         raise
-    stop_if_interrupted(cfg, group, num_samples * space.num_grid_points(), parent, "sweep")
     finalize_children(parent, results, cfg.train.epochs)
+    stop_if_interrupted(cfg, group, num_samples * space.num_grid_points(), parent, "sweep")
     summary = summarise_sweep(cfg, results, keys, group, config_path, list(overrides), parent)
     parent.end("FINISHED" if summary["best"] else "FAILED")
     echo(summary["text"])
