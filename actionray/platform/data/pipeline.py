@@ -2,9 +2,12 @@
 
 list file -> sampled frame indices -> decoded uint8 clip -> transforms -> **batch** -> model.
 
-Driver side, ``build_clip_dataset(cfg, split)``: the list's small rows (path, num_frames, label, index) go into
-``ray.data.from_items``; train rows are shuffled (cheap: no pixels yet); ``map_batches`` runs decode + sample +
-transform in a pool of ``cfg.data.decode_tasks`` CPU tasks, never inside a training worker. Output rows:
+Driver side, ``build_clip_dataset(cfg, split)``: the dataset's input is the positions 0..N-1 of one pass
+(``ray.data.range``); the list itself (path, num_frames, label, list line) travels once per decode task as an Arrow
+table in the UDF's arguments. ``map_batches`` maps each position to a list entry (through a fresh permutation of
+(seed, epoch) for train: a full shuffle every epoch without an all-to-all shuffle stage; in list order for
+val/test), then decodes + samples + transforms it in a pool of ``cfg.data.decode_tasks`` CPU tasks, never inside
+a training worker. Output rows:
 ``video`` uint8 (N, S, S, 3), ``label``/``index``/``epoch`` int64, ``frame_indices`` int64 (N,) (the sampled
 frames, for traceability) and for test ``view`` int64 (one row per clip x crop view, ``view = clip * crops +
 crop``). Clips stay uint8 through the object store; ``iter_model_batches`` normalises on the worker's device.
@@ -114,6 +117,22 @@ class DecodeJob:
                    test_scale_size=cfg.eval.scale_size if test else None)
 
 
+def list_table(records, list_file: str):
+    """The list entries as an Arrow table (compact, cheap to unpickle in every decode task)."""
+    import pyarrow as pa
+
+    return pa.table({"path": [r.path for r in records], "num_frames": [r.num_frames for r in records],
+                     "label": [r.label for r in records], "source": [f"{list_file}:{r.line}" for r in records]})
+
+
+@functools.lru_cache(maxsize=2)
+def pass_order(split: Split, seed: int, epoch: int, num_rows: int) -> np.ndarray:
+    """List index of each position of a pass: a permutation of (seed, epoch) for train, list order otherwise."""
+    if split != "train":
+        return np.arange(num_rows)
+    return np.random.default_rng([seed, epoch, 2]).permutation(num_rows)
+
+
 def decode_sample(job: DecodeJob, path: str, num_frames: int, label: int, index: int, epoch: int) -> dict[str, list]:
     """One list row -> column lists for each of its views (1 for train/val, clips x crops for test):
     video uint8 (N, S, S, 3), label, index, epoch, frame_indices (N,), view. Raises ``DecodeError``."""
@@ -141,12 +160,14 @@ def decode_sample(job: DecodeJob, path: str, num_frames: int, label: int, index:
     return out
 
 
-def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data UDF: a batch of list rows -> decoded clip rows; yields per row for test (bounded heap)."""
+def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data UDF: a batch of pass positions -> decoded clip rows; yields per row for test (bounded heap)."""
     epoch = ray.get(_monitor(job.monitor).get_epoch.remote()) if job.split == "train" else 0
+    indices = pass_order(job.split, job.seed, epoch, entries.num_rows)[batch["id"]]
+    rows = entries.take(indices).to_pydict()
     columns: dict[str, list] = {}
-    for path, num_frames, label, index, source in zip(batch["path"], batch["num_frames"], batch["label"],
-                                                      batch["index"], batch["source"]):
+    for path, num_frames, label, index, source in zip(rows["path"], rows["num_frames"], rows["label"],
+                                                      indices.tolist(), rows["source"]):
         try:
             row = decode_sample(job, str(path), int(num_frames), int(label), int(index), epoch)
         except DecodeError as error:
@@ -207,21 +228,19 @@ def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None) -> "r
     list_file = list_file or list_for_split(cfg, split)
     records = read_list(list_file, root=data.root, num_classes=data.num_classes)
     # ``source`` (list file:line) lets a decode error name the line to fix
-    rows = [{"path": r.path, "num_frames": r.num_frames, "label": r.label, "index": i,
-             "source": f"{list_file}:{r.line}"} for i, r in enumerate(records)]
+    entries = list_table(records, list_file)
     monitor_name = f"actionray_pipeline_{split}_{uuid.uuid4().hex[:12]}"
     # Owned by the creating process (the driver or a Tune trial); the handle is kept so it lives as long.
-    _OWNED_MONITORS[monitor_name] = PipelineMonitor.options(name=monitor_name, namespace=NAMESPACE).remote(len(rows))
+    _OWNED_MONITORS[monitor_name] = PipelineMonitor.options(name=monitor_name, namespace=NAMESPACE).remote(
+        len(records))
     job = DecodeJob.from_config(cfg, split, monitor_name)
     # ~4 blocks per decode task balances the pool; a block is decoded by one streaming task that yields every
-    # decode_batch_size rows, so big blocks do not mean big memory, and few blocks keep the shuffle cheap.
-    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 4 * data.decode_tasks))
-    if split == "train":
-        from ray.data import RandomSeedConfig
-
-        # New order every pass, reproducible from the seed (offsets are keyed by index, not by order).
-        ds = ds.random_shuffle(seed=RandomSeedConfig(seed=cfg.train.seed, reseed_after_execution=True))
-    ds = ds.map_batches(_decode_batch, batch_size=data.decode_batch_size, fn_kwargs={"job": job},
+    # decode_batch_size rows, so big blocks do not mean big memory. The train shuffle is the UDF's per-epoch
+    # permutation: Ray Data's random_shuffle would add an all-to-all stage before every pass (measured: 12 %
+    # more CPU per clip and a later first batch, docs/performance.md).
+    ds = ray.data.range(len(records), override_num_blocks=min(len(records), 4 * data.decode_tasks))
+    ds = ds.map_batches(_decode_batch, batch_size=data.decode_batch_size,
+                        fn_kwargs={"job": job, "entries": entries},
                         compute=ray.data.TaskPoolStrategy(size=data.decode_tasks), num_cpus=1)
     ds.context.set_config(MONITOR_KEY, monitor_name)
     ds.context.target_max_block_size = _block_bytes(job)
