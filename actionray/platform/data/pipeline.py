@@ -3,7 +3,7 @@
 list file -> sampled frame indices -> decoded uint8 clip -> transforms -> **batch** -> model.
 
 Driver side, ``build_clip_dataset(cfg, split)``: the dataset's input is the positions 0..N-1 of one pass
-(``ray.data.range``); the list itself (path, num_frames, label, list line) travels once per decode task as an Arrow
+(``from_items``); the list itself (path, num_frames, label, list line) travels once per decode task as an Arrow
 table in the UDF's arguments. ``map_batches`` maps each position to a list entry (through a fresh permutation of
 (seed, epoch) for train: a full shuffle every epoch without an all-to-all shuffle stage; in list order for
 val/test), then decodes + samples + transforms it in a pool of ``cfg.data.decode_tasks`` CPU tasks, never inside
@@ -238,7 +238,10 @@ def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None) -> "r
     # decode_batch_size rows, so big blocks do not mean big memory. The train shuffle is the UDF's per-epoch
     # permutation: Ray Data's random_shuffle would add an all-to-all stage before every pass (measured: 12 %
     # more CPU per clip and a later first batch, docs/performance.md).
-    ds = ray.data.range(len(records), override_num_blocks=min(len(records), 4 * data.decode_tasks))
+    # from_items, not ray.data.range: the positions sit in the object store up front, so no read tasks compete
+    # with the decode tasks for CPUs at the start of every pass.
+    ds = ray.data.from_items([{"id": i} for i in range(len(records))],
+                             override_num_blocks=min(len(records), 4 * data.decode_tasks))
     ds = ds.map_batches(_decode_batch, batch_size=data.decode_batch_size,
                         fn_kwargs={"job": job, "entries": entries},
                         compute=ray.data.TaskPoolStrategy(size=data.decode_tasks), num_cpus=1)
