@@ -182,3 +182,33 @@ def test_tune_rejects_a_space_with_an_unknown_key_before_starting_ray(tmp_path, 
     space.write_text("optim.learning_rate: {loguniform: [1.0e-4, 1.0e-1]}\n")
     assert main(["tune", DEMO, "--space", str(space)]) == 2
     assert "optim.learning_rate" in capsys.readouterr().err
+
+
+def test_child_statuses_follow_tunes_view_of_each_trial(tmp_path):
+    """finalize_children is the only writer of a trial's final status: finished, stopped early, errored."""
+    from mlflow.tracking import MlflowClient
+    from ray.tune import Result
+
+    from actionray.platform.tracking import Tracker
+    from actionray.platform.tune import close_running_children, finalize_children
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("statuses", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp, run_name="sweep")
+    ids = {key: client.create_run(exp, run_name=f"trial-{key}",
+                                  tags={"mlflow.parentRunId": parent.info.run_id}).info.run_id
+           for key in ("done", "stopped", "broken", "unstarted")}
+
+    def result(key: str, epoch: int, error: Exception | None = None) -> Result:
+        return Result(metrics={"epoch": epoch, "config": {"overrides": {}}}, checkpoint=None, error=error,
+                      path=str(tmp_path / f"trial_{key}"))
+
+    tracker = Tracker(uri, parent.info.run_id)
+    finalize_children(tracker, [result("done", 2), result("stopped", 1), result("broken", 1, RuntimeError("x"))],
+                      epochs=2)
+    status = {key: client.get_run(run_id).info.status for key, run_id in ids.items()}
+    assert status == {"done": "FINISHED", "stopped": "KILLED", "broken": "FAILED", "unstarted": "RUNNING"}
+    close_running_children(tracker, "FAILED")  # Tune itself failed: nothing may stay RUNNING
+    status = {key: client.get_run(run_id).info.status for key, run_id in ids.items()}
+    assert status == {"done": "FINISHED", "stopped": "KILLED", "broken": "FAILED", "unstarted": "FAILED"}
