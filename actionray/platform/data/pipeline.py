@@ -236,8 +236,8 @@ def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None) -> "r
     job = DecodeJob.from_config(cfg, split, monitor_name)
     # ~4 blocks per decode task balances the pool; a block is decoded by one streaming task that yields every
     # decode_batch_size rows, so big blocks do not mean big memory. The train shuffle is the UDF's per-epoch
-    # permutation: Ray Data's random_shuffle would add an all-to-all stage before every pass (measured: 12 %
-    # more CPU per clip and a later first batch, docs/performance.md).
+    # permutation: Ray Data's random_shuffle would add an all-to-all stage before every pass (measured: 5-12 %
+    # more CPU per clip on 96-clip passes, docs/performance.md).
     # from_items, not ray.data.range: the positions sit in the object store up front, so no read tasks compete
     # with the decode tasks for CPUs at the start of every pass.
     ds = ray.data.from_items([{"id": i} for i in range(len(records))],
