@@ -306,6 +306,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         if best:
             tracker.log_metrics({f"best_{best['metric']}": best["value"], "best_epoch": best["epoch"]},
                                 step=cfg.train.epochs)
-        # No final status here: the driver that created the run sets it (fit(), or the sweep driver from
-        # Tune's view for trials), so a worker still tearing down can never overwrite it.
+        # No final status here: a driver sets it (fit(), or for trials the sweep driver from Tune's view),
+        # so a worker still tearing down can never overwrite it.
     return summary
