@@ -199,26 +199,23 @@ def _child_runs(tracker) -> list:
     return client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{tracker.run_id}'")
 
 
-def finalize_children(tracker, results, epochs: int) -> None:
+def finalize_children(tracker, results, epochs: int, *, unreported: str | None = None) -> None:
     """Set each child run's final status from Tune's view: FINISHED, KILLED (stopped by ASHA or by an
-    interruption) or FAILED. Trials never write their own final status (see ``_trial``), so this is the only
-    writer and the child runs always agree with the sweep table."""
+    interruption) or FAILED; children still RUNNING without a result become ``unreported`` when given.
+    Trials never write their own final status (see ``_trial``), so this is the only writer and the child runs
+    always agree with the sweep table."""
     if not tracker.active:
         return
     wanted = {trial_run_name(r.config or {}, trial_id_of(r)): trial_status(r, epochs) for r in results}
     for run in tracker._call("list child runs", _child_runs, tracker) or []:
-        status = wanted.get(run.info.run_name)
+        status = wanted.get(run.info.run_name, unreported if run.info.status == "RUNNING" else None)
         if status and run.info.status != status:
             tracker._call("set_terminated", tracker.client.set_terminated, run.info.run_id, status)
 
 
 def close_running_children(tracker, status: str) -> None:
     """Mark every child run still RUNNING as ``status`` (Tune itself failed, so there is no result to read)."""
-    if not tracker.active:
-        return
-    for run in tracker._call("list child runs", _child_runs, tracker) or []:
-        if run.info.status == "RUNNING":
-            tracker._call("set_terminated", tracker.client.set_terminated, run.info.run_id, status)
+    finalize_children(tracker, [], 0, unreported=status)
 
 
 def experiment_path(cfg: ExperimentConfig, group: str) -> str:

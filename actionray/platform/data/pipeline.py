@@ -169,13 +169,13 @@ def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries) -> Iter
     for path, num_frames, label, index, source in zip(rows["path"], rows["num_frames"], rows["label"],
                                                       indices.tolist(), rows["source"]):
         try:
-            row = decode_sample(job, str(path), int(num_frames), int(label), int(index), epoch)
+            row = decode_sample(job, path, num_frames, label, index, epoch)
         except DecodeError as error:
             reason = f"{error.path}: {error.reason} ({source})"
             if job.on_error == "raise":
-                raise DecodeError(error.path, f"{error.reason} (list entry {int(index)}, {source}, "
+                raise DecodeError(error.path, f"{error.reason} (list entry {index}, {source}, "
                                               f"split {job.split})") from None
-            ray.get(_monitor(job.monitor).record_skip.remote(epoch, int(index), reason))
+            ray.get(_monitor(job.monitor).record_skip.remote(epoch, index, reason))
             continue
         for key, values in row.items():
             columns.setdefault(key, []).extend(values)
