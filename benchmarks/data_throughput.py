@@ -58,7 +58,8 @@ def make_config(args: argparse.Namespace, list_file: Path, num_classes: int):
         "train_list": str(list_file), "val_list": str(list_file), "num_classes": num_classes,
         "num_segments": args.segments, "frames_per_segment": args.frames_per_segment,
         "input_size": args.input_size, "decode_short_side": args.short_side, "batch_size": args.batch_size,
-        "decode_tasks": args.workers, "decode_batch_size": args.decode_batch_size, "on_error_train": "raise"}})
+        "decode_tasks": args.workers, "decode_batch_size": args.decode_batch_size, "on_error_train": "raise"},
+        "train": {"epochs": args.passes}})
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -93,7 +94,8 @@ def bare_runner(cfg, records) -> Callable[[int], int]:
 
 def ray_runner(cfg) -> Callable[[int], int]:
     """(b) Ray Data pipeline iterated as a training worker does: one pass -> clips."""
-    from actionray.platform.data.pipeline import build_clip_dataset, iter_model_batches
+    from actionray.platform.data.ingest import iter_model_batches
+    from actionray.platform.data.pipeline import build_clip_dataset
 
     ds = build_clip_dataset(cfg, "train")
 

@@ -4,13 +4,15 @@ import json
 from pathlib import Path
 
 import pytest
+import ray
 import torch
 
 from actionray.platform.config import build_config, config_from_dict
 from actionray.platform.data.annotations import read_list
-from actionray.platform.data.pipeline import (
-    TooManySkippedError, build_clip_dataset, dataset_config, iter_model_batches, skip_report,
+from actionray.platform.data.ingest import (
+    TooManySkippedError, dataset_config, iter_model_batches, shard_datasets, skip_report,
 )
+from actionray.platform.data.pipeline import build_clip_dataset, monitor_of
 from actionray.platform.data.sampling import SamplingSpec, sample_clip
 
 FRAMES = 24  # synth_videos: 24-frame 64x48 mp4s, 8 classes x (3 train + 1 val)
@@ -50,12 +52,26 @@ def test_train_passes_visit_every_entry_once_in_a_new_seeded_order(ray_local, sy
     tree = make_cfg(synth_videos).to_dict()
     tree["train"]["deterministic"] = True
     cfg = config_from_dict(tree)
-    ds = build_clip_dataset(cfg, "train")
+    ds = build_clip_dataset(cfg, "train", passes=2)
     orders = [[int(r["index"]) for r in collect(ds, cfg, "train", epoch=e)] for e in (0, 1, 0)]
     n = len(read_list(synth_videos.train_list))
     assert all(sorted(order) == list(range(n)) for order in orders)  # batch_size divides n: drop_last drops none
     assert orders[0] != orders[1] and orders[0] == orders[2]
     assert orders[0] != sorted(orders[0])
+    # epochs 0 and 1 came from one stream (one Ray Data execution); asking for epoch 0 again started another
+    assert ray.get(monitor_of(ds).starts.remote()) == 2
+
+
+def test_shards_of_an_epoch_are_disjoint_and_complete_in_one_stream_each(ray_local, cfg, synth_videos):
+    n = len(read_list(synth_videos.train_list))  # 24
+    shards = shard_datasets(build_clip_dataset(cfg, "train", passes=3), 3)
+    seen = [[sorted(int(r["index"]) for r in collect(ds, cfg, "train", epoch=e)) for e in (0, 1, 2)]
+            for ds in shards]
+    for epoch in range(3):
+        parts = [set(rank[epoch]) for rank in seen]
+        assert [len(rank[epoch]) for rank in seen] == [n // 3] * 3  # no repeats within a shard
+        assert set.union(*parts) == set(range(n)) and sum(map(len, parts)) == n
+    assert seen[0][0] != seen[0][1]
 
 
 def test_test_split_emits_one_row_per_clip_and_crop(ray_local, synth_videos):
@@ -94,9 +110,11 @@ def broken_list(synth_videos, tmp_path_factory) -> Path:
 
 def test_skip_policy_drops_broken_videos_and_reports_why(ray_local, synth_videos, broken_list):
     cfg = make_cfg(synth_videos, train_list=str(broken_list), max_skip_fraction=0.5, batch_size=2)
-    ds = build_clip_dataset(cfg, "train")
+    ds = build_clip_dataset(cfg, "train", passes=1)
     rows = collect(ds, cfg, "train")
-    assert sorted(int(r["index"]) for r in rows) == list(range(6))
+    # 8 positions, batch 2: every epoch runs 4 steps; the 6 readable clips fill 3, the 4th repeats two of them
+    assert len(rows) == 8 and {int(r["index"]) for r in rows} == set(range(6))
+    assert all(int(r["valid"]) == 1 and int(r["label"]) == 0 for r in rows)
     report = skip_report(ds, epoch=0)
     assert report["skipped"] == 2 and report["num_rows"] == 8
     assert "0 bytes" in report["reasons"][6] and "truncated.mp4" in report["reasons"][7]
@@ -106,7 +124,7 @@ def test_skip_policy_drops_broken_videos_and_reports_why(ray_local, synth_videos
 def test_too_many_skips_fail_the_pass(ray_local, synth_videos, broken_list):
     cfg = make_cfg(synth_videos, train_list=str(broken_list), max_skip_fraction=0.1, batch_size=2)
     with pytest.raises(TooManySkippedError, match=r"skipped 2 of 8 samples"):
-        collect(build_clip_dataset(cfg, "train"), cfg, "train")
+        collect(build_clip_dataset(cfg, "train", passes=1), cfg, "train")
 
 
 def test_raise_policy_stops_at_the_first_broken_video(ray_local, synth_videos, broken_list):
@@ -120,6 +138,12 @@ def test_dataset_config_splits_only_train_and_keeps_val_ordered(cfg):
     assert config._datasets_to_split == ["train"]
     val = config._resolve_execution_options("val")
     assert val.preserve_order and val.resource_limits.object_store_memory == 256 * 2**20
+
+
+def test_train_shards_share_the_memory_cap_and_decode_pool(ray_local, cfg):
+    shards = shard_datasets(build_clip_dataset(cfg, "train"), 2)
+    assert all(s.context.execution_options.resource_limits.object_store_memory == 128 * 2**20 for s in shards)
+    assert len({s.context.get_config("actionray.pipeline_monitor") for s in shards}) == 1
 
 
 def _shard_loop(config):

@@ -45,7 +45,8 @@ def prepare_data(cfg, out: Path) -> None:
     import ray
 
     from actionray.platform.data.check import check_list, format_report
-    from actionray.platform.data.pipeline import build_clip_dataset, iter_model_batches
+    from actionray.platform.data.ingest import iter_model_batches
+    from actionray.platform.data.pipeline import build_clip_dataset
     from actionray.platform.data.preview import preview
     from actionray.platform.data.synth import generate_from_config
 
@@ -69,7 +70,7 @@ def prepare_data(cfg, out: Path) -> None:
     from actionray.platform.raysession import ensure_ray
 
     ensure_ray(cfg)
-    dataset = build_clip_dataset(cfg, "train")
+    dataset = build_clip_dataset(cfg, "train", passes=1)
     start, clips, shape = time.perf_counter(), 0, None
     for batch in iter_model_batches(dataset, cfg, "train", epoch=0):
         clips += int(batch["label"].shape[0])

@@ -215,7 +215,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     from ray.train import Checkpoint
     from ray.train.torch import get_device, prepare_model
 
-    from actionray.platform.data.pipeline import iter_model_batches
+    from actionray.platform.data.ingest import iter_model_batches
 
     cfg = config_from_dict(config["cfg"])
     context = ray.train.get_context()

@@ -74,7 +74,8 @@ def build_trainer(cfg: ExperimentConfig, *, run_name: str | None = None, callbac
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from actionray.platform.data.pipeline import build_clip_dataset, dataset_config
+    from actionray.platform.data.ingest import dataset_config
+    from actionray.platform.data.pipeline import build_clip_dataset
     from actionray.platform.loop import train_loop_per_worker
 
     prepare_data(cfg)

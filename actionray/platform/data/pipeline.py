@@ -1,29 +1,29 @@
-"""The Ray Data clip pipeline: list rows -> decoded, augmented uint8 clips, streamed to training workers.
+"""The Ray Data clip pipeline: list rows -> decoded, augmented uint8 clips in the object store.
 
 list file -> sampled frame indices -> decoded uint8 clip -> transforms -> **batch** -> model.
 
-Driver side, ``build_clip_dataset(cfg, split)``: the dataset's input is the positions 0..N-1 of one pass
-(``from_items``); the list itself (path, num_frames, label, list line) travels once per decode task as an Arrow
-table in the UDF's arguments. ``map_batches`` maps each position to a list entry (through a fresh permutation of
-(seed, epoch) for train: a full shuffle every epoch without an all-to-all shuffle stage; in list order for
-val/test), then decodes + samples + transforms it in a pool of ``cfg.data.decode_tasks`` CPU tasks, never inside
-a training worker. Output rows:
-``video`` uint8 (N, S, S, 3), ``label``/``index``/``epoch`` int64, ``frame_indices`` int64 (N,) (the sampled
-frames, for traceability) and for test ``view`` int64 (one row per clip x crop view, ``view = clip * crops +
-crop``). Clips stay uint8 through the object store; ``iter_model_batches`` normalises on the worker's device.
+Driver side, ``build_clip_dataset(cfg, split)``: the dataset's input is a range of positions laid out by a
+``PassLayout``; the list itself (path, num_frames, label, list line) travels once per decode task as an Arrow table
+in the UDF's arguments. ``map_batches`` maps each position to a list entry and decodes + samples + transforms it in
+a pool of CPU tasks, never inside a training worker. Output rows: ``video`` uint8 (N, S, S, 3),
+``label``/``index``/``epoch``/``valid`` int64, ``frame_indices`` int64 (N,) (the sampled frames, for
+traceability) and ``view`` int64 (test: one row per clip x crop view, ``view = clip * crops + crop``). Clips stay
+uint8 through the object store; ``ingest.iter_model_batches`` normalises them on the worker's device.
 
-Epochs. Ray Data re-executes the pipeline on every pass but a UDF is not told which pass it is in (Ray 2.60
-keeps a private ``DataContext._execution_idx``, counted only for successful executions: unusable). So each
-dataset owns a small named actor, the *pipeline monitor*: ``iter_model_batches(..., epoch=e)`` sets its epoch
-before iterating and the decode UDF reads it once per batch, drawing offsets from (seed, epoch, index).
-This is race-free with ``streaming_split``: a new execution starts only after every worker has reached the
-epoch barrier (i.e. after all set the epoch), and a worker's pass ends only when the previous execution has
-produced everything. Each row carries its ``epoch``; a batch from another epoch is counted and reported.
+Train: one execution for all epochs. A train dataset streams ``passes`` (= ``train.epochs``) passes of one
+shard of the list in a single Ray Data execution, so the decode pool starts once per run instead of once per
+epoch (each start costs about a second of idle decode tasks in Ray 2.60, docs/performance.md) and keeps decoding
+the next epoch while a worker validates or checkpoints. Pass ``k`` of shard ``rank`` of ``world`` holds the
+positions ``rank, rank + world, ...`` of a fresh permutation of (seed, epoch), so the shards of an epoch are
+disjoint and cover ``world * (N // world)`` entries, like Ray's ``streaming_split(equal=True)``, but exactly per
+epoch. Each Train worker gets its own shard dataset (``ingest.ClipDataConfig``). The epoch of pass ``k`` is the
+stream's first epoch (set in the *pipeline monitor* actor when a worker starts its stream: 0, or the epoch a run
+resumes at) plus ``k``. Val and test: one pass, unsplit, in list order.
 
 Bad samples. A ``DecodeError`` (missing, empty, truncated, corrupt file; index past the end) is raised with
-the list line under ``on_error=raise``; under ``skip`` the row is dropped, recorded with its reason in the
-monitor, logged at the end of the pass, and the pass fails with ``TooManySkippedError`` when the skipped
-fraction exceeds ``cfg.data.max_skip_fraction``.
+the list line under ``on_error=raise``; under ``skip`` it is recorded with its reason in the monitor, and in train
+streams it still yields a row with ``valid = 0`` (a zero clip) so a worker can count its rows and know exactly
+when an epoch ends; ``ingest`` drops those rows, fails the pass when too many were skipped, and reports why.
 """
 
 from __future__ import annotations
@@ -36,43 +36,46 @@ from typing import Any, Iterator
 
 import numpy as np
 import ray
-import torch
 
 from actionray.platform.data.annotations import read_list
 from actionray.platform.data.decode import DecodeError, open_video
 from actionray.platform.data.sampling import SamplingSpec, Split, sample_clip
-from actionray.platform.data.transforms import build_clip_transform, flip_label, normalize
+from actionray.platform.data.transforms import build_clip_transform, flip_label
 
 __all__ = [
-    "build_clip_dataset", "dataset_config", "iter_model_batches", "skip_report", "TooManySkippedError",
-    "PipelineMonitor", "list_for_split", "MONITOR_KEY", "transform_rng", "DecodeJob", "decode_sample",
+    "build_clip_dataset", "PassLayout", "PipelineMonitor", "list_for_split", "MONITOR_KEY", "LAYOUT_KEY",
+    "RECIPE_KEY", "transform_rng", "DecodeJob", "decode_sample", "execution_options", "monitor_of",
 ]
 
 log = logging.getLogger(__name__)
-MONITOR_KEY = "actionray.pipeline_monitor"  # DataContext config key holding the monitor actor's name
+MONITOR_KEY = "actionray.pipeline_monitor"  # DataContext config keys: the monitor actor's name,
+LAYOUT_KEY = "actionray.pass_layout"  # the dataset's PassLayout,
+RECIPE_KEY = "actionray.recipe"  # and how to build it again for another shard (ingest.ClipDataConfig)
 NAMESPACE = "actionray"
 _OWNED_MONITORS: dict[str, Any] = {}  # monitors created by this process, kept referenced
 
 
-class TooManySkippedError(RuntimeError):
-    """More samples were skipped in one pass than ``data.max_skip_fraction`` allows."""
-
-
 @ray.remote(num_cpus=0)
 class PipelineMonitor:
-    """Per-dataset state shared by the driver, decode tasks and training workers: epoch and skipped rows."""
+    """Per-dataset state shared by the driver, decode tasks and training workers: the first epoch of each
+    shard's running stream, and the skipped rows."""
 
     def __init__(self, num_rows: int):
         self.num_rows = num_rows
-        self.epoch = 0
+        self.first_epochs: dict[int, int] = {}  # shard rank -> first epoch of its running stream
+        self.stream_starts = 0
         self.skipped: dict[int, dict[int, str]] = {}  # epoch -> {index: "path: reason"}
 
-    def set_epoch(self, epoch: int) -> int:
-        self.epoch = int(epoch)
-        return self.epoch
+    def start_stream(self, rank: int, first_epoch: int) -> int:
+        self.first_epochs[int(rank)] = int(first_epoch)
+        self.stream_starts += 1
+        return self.stream_starts
 
-    def get_epoch(self) -> int:
-        return self.epoch
+    def first_epoch(self, rank: int) -> int:
+        return self.first_epochs.get(int(rank), 0)
+
+    def starts(self) -> int:
+        return self.stream_starts
 
     def record_skip(self, epoch: int, index: int, reason: str) -> None:
         self.skipped.setdefault(int(epoch), {})[int(index)] = reason
@@ -86,6 +89,30 @@ class PipelineMonitor:
 @functools.lru_cache(maxsize=64)
 def _monitor(name: str):
     return ray.get_actor(name, namespace=NAMESPACE)
+
+
+def monitor_of(shard):
+    """The pipeline monitor of a dataset or DataIterator built here, or None."""
+    context = shard.context if isinstance(shard, ray.data.Dataset) else shard.get_context()
+    name = context.get_config(MONITOR_KEY)
+    return _monitor(name) if name is not None else None
+
+
+@dataclass(frozen=True)
+class PassLayout:
+    """The positions a dataset streams: ``passes`` passes of ``rows`` positions each; in every pass the positions
+    ``rank, rank + world, ...`` of the pass order (``pass_order``). Input id ``k * rows + i`` is position
+    ``rank + world * i`` of pass ``k``."""
+
+    rows: int
+    rank: int = 0
+    world: int = 1
+    passes: int = 1
+
+    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Input ids -> (pass number, position in the pass order)."""
+        passes, i = np.divmod(np.asarray(ids, dtype=np.int64), self.rows)
+        return passes, self.rank + self.world * i
 
 
 def transform_rng(seed: int, epoch: int, index: int, clip: int = 0) -> np.random.Generator:
@@ -135,7 +162,8 @@ def pass_order(split: Split, seed: int, epoch: int, num_rows: int) -> np.ndarray
 
 def decode_sample(job: DecodeJob, path: str, num_frames: int, label: int, index: int, epoch: int) -> dict[str, list]:
     """One list row -> column lists for each of its views (1 for train/val, clips x crops for test):
-    video uint8 (N, S, S, 3), label, index, epoch, frame_indices (N,), view. Raises ``DecodeError``."""
+    video uint8 (N, S, S, 3), label, index, epoch, frame_indices (N,), view, valid (1). Raises
+    ``DecodeError``."""
     data = job.data
     clips = job.spec.clips if job.split == "test" else 1
     with open_video(path, "frames" if data.format == "frames" else "video", frame_template=data.frame_template,
@@ -143,7 +171,8 @@ def decode_sample(job: DecodeJob, path: str, num_frames: int, label: int, index:
         n = len(reader)  # videos: decoded length (as MMAction2 VideoDataset and TDN); frames: the list's count
         per_clip = [sample_clip(job.spec, n, job.split, job.seed, epoch, index, c) for c in range(clips)]
         frames = reader.get(np.concatenate(per_clip))
-    out: dict[str, list] = {"video": [], "label": [], "index": [], "epoch": [], "frame_indices": [], "view": []}
+    out: dict[str, list] = {"video": [], "label": [], "index": [], "epoch": [], "frame_indices": [], "view": [],
+                            "valid": []}
     length = job.spec.clip_length
     for c, indices in enumerate(per_clip):
         clip = frames[c * length:(c + 1) * length]
@@ -157,17 +186,22 @@ def decode_sample(job: DecodeJob, path: str, num_frames: int, label: int, index:
             out["epoch"].append(epoch)
             out["frame_indices"].append(indices)
             out["view"].append(c * job.crops + crop)
+            out["valid"].append(1)
     return out
 
 
-def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data UDF: a batch of pass positions -> decoded clip rows; yields per row for test (bounded heap)."""
-    epoch = ray.get(_monitor(job.monitor).get_epoch.remote()) if job.split == "train" else 0
-    indices = pass_order(job.split, job.seed, epoch, entries.num_rows)[batch["id"]]
+def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries,
+                  layout: PassLayout) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data UDF: a batch of input ids -> decoded clip rows; yields per row for test (bounded heap)."""
+    first = ray.get(_monitor(job.monitor).first_epoch.remote(layout.rank)) if job.split == "train" else 0
+    passes, positions = layout.locate(batch["id"])
+    epochs = (first + passes).tolist()
+    indices = np.array([pass_order(job.split, job.seed, e, entries.num_rows)[p] for e, p in zip(epochs, positions)],
+                       dtype=np.int64)
     rows = entries.take(indices).to_pydict()
     columns: dict[str, list] = {}
-    for path, num_frames, label, index, source in zip(rows["path"], rows["num_frames"], rows["label"],
-                                                      indices.tolist(), rows["source"]):
+    for path, num_frames, label, index, epoch, source in zip(rows["path"], rows["num_frames"], rows["label"],
+                                                             indices.tolist(), epochs, rows["source"]):
         try:
             row = decode_sample(job, path, num_frames, label, index, epoch)
         except DecodeError as error:
@@ -176,7 +210,9 @@ def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries) -> Iter
                 raise DecodeError(error.path, f"{error.reason} (list entry {index}, {source}, "
                                               f"split {job.split})") from None
             ray.get(_monitor(job.monitor).record_skip.remote(epoch, index, reason))
-            continue
+            if job.split != "train":
+                continue
+            row = _skipped_row(job, index, epoch)  # train streams count every position (module docstring)
         for key, values in row.items():
             columns.setdefault(key, []).extend(values)
         if job.split == "test":
@@ -184,6 +220,13 @@ def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries) -> Iter
             columns = {}
     if columns:
         yield _stack(columns)
+
+
+def _skipped_row(job: DecodeJob, index: int, epoch: int) -> dict[str, list]:
+    """The placeholder row of a skipped train sample: a zero clip with ``valid = 0``."""
+    length, side = job.spec.clip_length, job.data.input_size
+    return {"video": [np.zeros((length, side, side, 3), np.uint8)], "label": [-1], "index": [index],
+            "epoch": [epoch], "frame_indices": [np.zeros(length, np.int64)], "view": [0], "valid": [0]}
 
 
 def _stack(columns: dict[str, list]) -> dict[str, np.ndarray]:
@@ -211,100 +254,56 @@ def list_for_split(cfg, split: Split) -> str:
     raise ValueError(f"split must be train|val|test, got {split!r}")
 
 
-def _execution_options(cfg, split: Split):
+def execution_options(cfg, split: Split, world: int = 1):
+    """Ray Data options of a split's dataset: the object-store cap (shared by ``world`` shard streams) and the
+    output order (list order for val/test; for train only under ``train.deterministic``)."""
     from ray.data import ExecutionOptions, ExecutionResources
 
     limit = cfg.data.object_store_limit_mb
-    resources = ExecutionResources(object_store_memory=limit * 2**20) if limit is not None else None
     options = ExecutionOptions(preserve_order=split != "train" or cfg.train.deterministic)
-    if resources is not None:
-        options.resource_limits = resources
+    if limit is not None:
+        options.resource_limits = ExecutionResources(object_store_memory=max(64, limit // world) * 2**20)
     return options
 
 
-def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None) -> "ray.data.Dataset":
-    """A streaming dataset of decoded, transformed uint8 clips for ``split`` (see the module docstring)."""
+def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None, shard: tuple[int, int] = (0, 1),
+                       passes: int | None = None, monitor: str | None = None) -> "ray.data.Dataset":
+    """A streaming dataset of decoded, transformed uint8 clips for ``split`` (see the module docstring).
+
+    ``shard=(rank, world)`` and ``passes`` (default ``train.epochs``) apply to train; val and test are one
+    unsplit pass. ``monitor`` reuses another dataset's pipeline monitor (the shards of one train split)."""
     data = cfg.data
     list_file = list_file or list_for_split(cfg, split)
     records = read_list(list_file, root=data.root, num_classes=data.num_classes)
+    rank, world = shard if split == "train" else (0, 1)
+    if not 0 <= rank < world:
+        raise ValueError(f"shard=(rank, world) needs 0 <= rank < world, got {shard}")
+    if len(records) < world:
+        raise ValueError(f"{list_file}: {len(records)} entries cannot be split across {world} training workers")
+    passes = (passes or cfg.train.epochs) if split == "train" else 1
+    layout = PassLayout(rows=len(records) // world, rank=rank, world=world, passes=passes)
     # ``source`` (list file:line) lets a decode error name the line to fix
     entries = list_table(records, list_file)
-    monitor_name = f"actionray_pipeline_{split}_{uuid.uuid4().hex[:12]}"
-    # Owned by the creating process (the driver or a Tune trial); the handle is kept so it lives as long.
-    _OWNED_MONITORS[monitor_name] = PipelineMonitor.options(name=monitor_name, namespace=NAMESPACE).remote(
-        len(records))
-    job = DecodeJob.from_config(cfg, split, monitor_name)
-    # ~4 blocks per decode task balances the pool; a block is decoded by one streaming task that yields every
-    # decode_batch_size rows, so big blocks do not mean big memory. The train shuffle is the UDF's per-epoch
-    # permutation: Ray Data's random_shuffle would add an all-to-all stage before every pass (measured: 5-12 %
-    # more CPU per clip on 96-clip passes, docs/performance.md).
-    # from_items, not ray.data.range: the positions sit in the object store up front, so no read tasks compete
-    # with the decode tasks for CPUs at the start of every pass.
-    ds = ray.data.from_items([{"id": i} for i in range(len(records))],
-                             override_num_blocks=min(len(records), 4 * data.decode_tasks))
+    if monitor is None:
+        monitor = f"actionray_pipeline_{split}_{uuid.uuid4().hex[:12]}"
+        # Owned by the creating process (the driver or a Tune trial); the handle is kept so it lives as long.
+        _OWNED_MONITORS[monitor] = PipelineMonitor.options(name=monitor, namespace=NAMESPACE).remote(len(records))
+    job = DecodeJob.from_config(cfg, split, monitor)
+    tasks = max(1, data.decode_tasks // world)  # data.decode_tasks is the pool of the whole split
+    # ~4 blocks per decode task per pass balances the pool; a block is decoded by one streaming task that yields
+    # every decode_batch_size rows, so big blocks do not mean big memory. The train shuffle is the UDF's per-epoch
+    # permutation: Ray Data's random_shuffle would add an all-to-all stage (measured: 5-12 % more CPU per clip on
+    # 96-clip passes, docs/performance.md). The positions are generated inside the decode tasks (range is fused
+    # with map_batches), so no separate read tasks compete with decoding.
+    total = layout.rows * layout.passes
+    ds = ray.data.range(total, override_num_blocks=min(total, 4 * tasks * layout.passes))
     ds = ds.map_batches(_decode_batch, batch_size=data.decode_batch_size,
-                        fn_kwargs={"job": job, "entries": entries},
-                        compute=ray.data.TaskPoolStrategy(size=data.decode_tasks), num_cpus=1)
-    ds.context.set_config(MONITOR_KEY, monitor_name)
+                        fn_kwargs={"job": job, "entries": entries, "layout": layout},
+                        compute=ray.data.TaskPoolStrategy(size=tasks), num_cpus=1)
+    ds.context.set_config(MONITOR_KEY, monitor)
+    ds.context.set_config(LAYOUT_KEY, layout)
+    ds.context.set_config(RECIPE_KEY, {"cfg": cfg.to_dict(), "split": split, "list_file": str(list_file),
+                                       "passes": passes})
     ds.context.target_max_block_size = _block_bytes(job)
-    ds.context.execution_options = _execution_options(cfg, split)
+    ds.context.execution_options = execution_options(cfg, split, world)
     return ds
-
-
-def dataset_config(cfg) -> "ray.train.DataConfig":
-    """Train ingest: split ``train`` across workers; ``val`` unsplit and ordered; both within the memory cap."""
-    from ray.train import DataConfig
-
-    return DataConfig(datasets_to_split=["train"],
-                      execution_options={"train": _execution_options(cfg, "train"),
-                                         "val": _execution_options(cfg, "val"),
-                                         "test": _execution_options(cfg, "test")})
-
-
-def _context_of(shard):
-    return shard.context if isinstance(shard, ray.data.Dataset) else shard.get_context()
-
-
-def skip_report(shard, epoch: int) -> dict[str, Any]:
-    """{epoch, num_rows, skipped, reasons {index: "path: reason"}} of a dataset or shard for one pass."""
-    name = _context_of(shard).get_config(MONITOR_KEY)
-    if name is None:
-        raise ValueError("skip_report: not a dataset built by build_clip_dataset (no pipeline monitor)")
-    return ray.get(_monitor(name).report.remote(epoch))
-
-
-def _check_skips(report: dict[str, Any], max_fraction: float, split: str) -> None:
-    skipped, total = report["skipped"], max(1, report["num_rows"])
-    if not skipped:
-        return
-    shown = "; ".join(f"#{i} {r}" for i, r in list(report["reasons"].items())[:5])
-    log.warning("%s epoch %d: skipped %d of %d samples: %s", split, report["epoch"], skipped, total, shown)
-    if skipped / total > max_fraction:
-        raise TooManySkippedError(f"{split} epoch {report['epoch']}: skipped {skipped} of {total} samples "
-                                  f"({skipped / total:.1%} > data.max_skip_fraction {max_fraction:.1%}): {shown}")
-
-
-def iter_model_batches(shard, cfg, split: Split, *, epoch: int, device: torch.device | str = "cpu",
-                       batch_size: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
-    """One pass over a worker's shard -> {"video": float32 (B, N, 3, H, W) normalised on ``device``,
-    "label", "index", "epoch", "view": int64 (B,), "frame_indices": int64 (B, N)}; checks skips at the end."""
-    name = _context_of(shard).get_config(MONITOR_KEY)
-    monitor = _monitor(name) if name is not None else None
-    if monitor is not None and split == "train":
-        ray.get(monitor.set_epoch.remote(epoch))
-    if batch_size is None:
-        batch_size = cfg.eval.batch_size if split == "test" else cfg.data.batch_size
-    expected_epoch = epoch if split == "train" else 0
-    dtypes = {"video": torch.uint8, "label": torch.int64, "index": torch.int64, "epoch": torch.int64,
-              "frame_indices": torch.int64, "view": torch.int64}
-    stale = 0
-    for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=dtypes, device=device,
-                                          prefetch_batches=cfg.data.prefetch_batches, drop_last=split == "train"):
-        stale += int((batch["epoch"] != expected_epoch).sum())
-        batch["video"] = normalize(batch["video"])
-        yield batch
-    if stale:
-        log.warning("%s epoch %d: %d samples were decoded with another epoch's offsets (a worker left an "
-                    "epoch early?)", split, epoch, stale)
-    if monitor is not None:
-        _check_skips(ray.get(monitor.report.remote(expected_epoch)), cfg.data.max_skip_fraction, split)

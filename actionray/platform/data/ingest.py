@@ -1,0 +1,244 @@
+"""Worker side of the clip pipeline: a worker's shard of the train split as one stream of epochs, model batches.
+
+``ClipDataConfig`` (Ray Train's ``DataConfig``) gives every Train worker its own train shard dataset
+(``build_clip_dataset(..., shard=(rank, world))``) instead of ``streaming_split``: each shard holds exactly its
+positions of every epoch, so the shards of an epoch are disjoint and complete and every worker runs the same
+number of steps, while one Ray Data execution serves all epochs (pipeline module docstring).
+
+``iter_model_batches(shard, cfg, split, epoch=e)`` is one pass of a worker:
+- train: the next epoch of the worker's running stream (started on the first call, or again when a call asks
+  for an epoch other than the next one, e.g. after resuming). Rows arrive roughly in pass order; a batch that
+  reaches into the next epoch is cut there and the rest is kept for the next call. The pass ends when all
+  ``rows`` positions of the epoch have arrived (skipped samples come as ``valid = 0`` rows, so the count is
+  exact). It yields exactly ``rows // batch_size`` batches: when skipped samples leave fewer full batches, the
+  last ones are filled with repeats of this epoch's clips, as ``DistributedSampler`` pads, and the log says so.
+- val / test: one execution of the dataset in list order; skipped samples are dropped.
+Either way a pass whose skipped fraction exceeds ``data.max_skip_fraction`` fails with ``TooManySkippedError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any, Iterator
+
+import ray
+import ray.train
+import torch
+
+from actionray.platform.data.pipeline import (
+    LAYOUT_KEY, RECIPE_KEY, PassLayout, build_clip_dataset, execution_options, monitor_of,
+)
+from actionray.platform.data.sampling import Split
+from actionray.platform.data.transforms import normalize
+
+__all__ = ["iter_model_batches", "dataset_config", "ClipDataConfig", "skip_report", "TooManySkippedError"]
+
+log = logging.getLogger(__name__)
+DTYPES = {"video": torch.uint8, "label": torch.int64, "index": torch.int64, "epoch": torch.int64,
+          "frame_indices": torch.int64, "view": torch.int64, "valid": torch.int64}
+Batch = dict[str, torch.Tensor]
+
+
+class TooManySkippedError(RuntimeError):
+    """More samples were skipped in one pass than ``data.max_skip_fraction`` allows."""
+
+
+class ClipDataConfig(ray.train.DataConfig):
+    """Train ingest: one train shard dataset per worker (one execution for all its epochs); val and test unsplit
+    and ordered; all within ``data.object_store_limit_mb``."""
+
+    def __init__(self, cfg):
+        super().__init__(datasets_to_split=["train"],
+                         execution_options={split: execution_options(cfg, split) for split in ("train", "val",
+                                                                                                "test")})
+
+    def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+        output = super().configure({k: v for k, v in datasets.items() if k != "train"}, world_size,
+                                   worker_handles, worker_node_ids, **kwargs)
+        if "train" in datasets:
+            for rank, shard in enumerate(shard_datasets(datasets["train"], world_size)):
+                output[rank]["train"] = shard.iterator()
+        return output
+
+
+def dataset_config(cfg) -> ClipDataConfig:
+    """The ``dataset_config`` of a TorchTrainer fed by ``build_clip_dataset`` datasets."""
+    return ClipDataConfig(cfg)
+
+
+def shard_datasets(dataset: "ray.data.Dataset", world: int) -> list["ray.data.Dataset"]:
+    """The ``world`` shard datasets of a train dataset from ``build_clip_dataset`` (same monitor, same passes)."""
+    from actionray.platform.config import config_from_dict
+    from actionray.platform.data.pipeline import MONITOR_KEY
+
+    recipe, monitor = dataset.context.get_config(RECIPE_KEY), dataset.context.get_config(MONITOR_KEY)
+    if recipe is None or recipe["split"] != "train":
+        raise ValueError("ClipDataConfig: the 'train' dataset must come from build_clip_dataset(cfg, 'train')")
+    cfg = config_from_dict(recipe["cfg"])
+    return [build_clip_dataset(cfg, "train", list_file=recipe["list_file"], shard=(rank, world),
+                               passes=recipe["passes"], monitor=monitor) for rank in range(world)]
+
+
+def _context_of(shard):
+    return shard.context if isinstance(shard, ray.data.Dataset) else shard.get_context()
+
+
+def skip_report(shard, epoch: int) -> dict[str, Any]:
+    """{epoch, num_rows, skipped, reasons {index: "path: reason"}} of a dataset's split in one pass (all shards)."""
+    monitor = monitor_of(shard)
+    if monitor is None:
+        raise ValueError("skip_report: not a dataset built by build_clip_dataset (no pipeline monitor)")
+    return ray.get(monitor.report.remote(epoch))
+
+
+def _check_skips(skipped: list[int], total: int, reasons: dict[int, str], epoch: int, max_fraction: float,
+                 split: str) -> None:
+    if not skipped:
+        return
+    shown = "; ".join(f"#{i} {reasons.get(i, '(reason not recorded)')}" for i in sorted(skipped)[:5])
+    log.warning("%s epoch %d: skipped %d of %d samples: %s", split, epoch, len(skipped), total, shown)
+    if len(skipped) / max(1, total) > max_fraction:
+        raise TooManySkippedError(f"{split} epoch {epoch}: skipped {len(skipped)} of {total} samples "
+                                  f"({len(skipped) / total:.1%} > data.max_skip_fraction {max_fraction:.1%}): "
+                                  f"{shown}")
+
+
+def _take(batch: Batch, keep: torch.Tensor) -> Batch:
+    return {key: value[keep] for key, value in batch.items()}
+
+
+def _cat(parts: list[Batch]) -> Batch:
+    return parts[0] if len(parts) == 1 else {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+
+class _EpochStream:
+    """One worker's train shard as a single Ray Data execution, consumed epoch by epoch (module docstring)."""
+
+    def __init__(self, shard, cfg, first_epoch: int, device, batch_size: int):
+        self.layout: PassLayout = _context_of(shard).get_config(LAYOUT_KEY)
+        self.cfg, self.batch_size, self.first_epoch = cfg, batch_size, first_epoch
+        self.next_epoch = first_epoch
+        self.monitor = monitor_of(shard)
+        ray.get(self.monitor.start_stream.remote(self.layout.rank, first_epoch))
+        self.held: list[Batch] = []  # rows of later epochs that arrived early
+        self.rows = shard.iter_torch_batches(batch_size=batch_size, dtypes=DTYPES, device=device,
+                                             prefetch_batches=cfg.data.prefetch_batches, drop_last=False)
+        self.rows = iter(self.rows)
+
+    def close(self) -> None:
+        close = getattr(self.rows, "close", None)
+        if close is not None:
+            close()  # stops the execution (its decode tasks) when a stream is abandoned
+
+    def _epoch_rows(self, epoch: int) -> Iterator[Batch]:
+        """Chunks of this epoch's rows (incl. ``valid = 0``) until all ``layout.rows`` have arrived."""
+        held, self.held = self.held, []
+        pending = iter(held)
+        remaining = self.layout.rows
+        while remaining:
+            chunk = next(pending, None)
+            if chunk is None:
+                try:
+                    chunk = next(self.rows)
+                except StopIteration:
+                    raise RuntimeError(f"train stream of shard {self.layout.rank} ended {remaining} rows short of "
+                                       f"the end of epoch {epoch}") from None
+            epochs = chunk["epoch"]
+            if bool((epochs == epoch).all()):
+                mine = chunk
+            else:
+                if bool((epochs < epoch).any()):
+                    raise RuntimeError(f"train stream of shard {self.layout.rank}: rows of an earlier epoch "
+                                       f"arrived during epoch {epoch}")
+                later = epochs != epoch
+                self.held.append(_take(chunk, later))
+                mine = _take(chunk, ~later)
+            remaining -= len(mine["epoch"])
+            if remaining < 0:
+                raise RuntimeError(f"train stream of shard {self.layout.rank}: more rows than positions in "
+                                   f"epoch {epoch}")
+            yield mine
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """Exactly ``layout.rows // batch_size`` model batches of ``epoch`` (uint8 video; padded if needed)."""
+        if epoch != self.next_epoch:
+            raise RuntimeError(f"train stream is at epoch {self.next_epoch}, not {epoch}")
+        self.next_epoch = epoch + 1
+        steps, size = self.layout.rows // self.batch_size, self.batch_size
+        parts: list[Batch] = []
+        filled = done = 0
+        skipped: list[int] = []
+        last: Batch | None = None
+        for chunk in self._epoch_rows(epoch):
+            valid = chunk["valid"] == 1
+            if not bool(valid.all()):
+                skipped.extend(chunk["index"][~valid].tolist())
+                chunk = _take(chunk, valid)
+            if not len(chunk["valid"]):
+                continue
+            parts.append(chunk)
+            filled += len(chunk["valid"])
+            while filled >= size and done < steps:
+                rows = _cat(parts)
+                batch, rest = {k: v[:size] for k, v in rows.items()}, {k: v[size:] for k, v in rows.items()}
+                parts, filled = ([rest] if filled > size else []), filled - size
+                last, done = batch, done + 1
+                yield batch
+        reasons = ray.get(self.monitor.report.remote(epoch))["reasons"] if skipped else {}
+        _check_skips(skipped, self.layout.rows, reasons, epoch, self.cfg.data.max_skip_fraction, "train")
+        if done < steps:
+            yield from self._padding(parts, last, steps - done, epoch, len(skipped))
+        if self.next_epoch >= self.first_epoch + self.layout.passes:
+            self.close()
+
+    def _padding(self, parts: list[Batch], last: Batch | None, missing: int, epoch: int,
+                 skipped: int) -> Iterator[Batch]:
+        """``missing`` batches from this epoch's leftover rows and repeats of them and of the last batch."""
+        pool = _cat(parts + ([last] if last is not None else [])) if parts or last is not None else None
+        if pool is None or not len(pool["valid"]):
+            raise TooManySkippedError(f"train epoch {epoch}: shard {self.layout.rank} has no readable sample")
+        log.warning("train epoch %d: %d skipped samples left shard %d %d batch(es) short; filled them with "
+                    "repeated clips of this epoch so every worker runs the same number of steps",
+                    epoch, skipped, self.layout.rank, missing)
+        n = len(pool["valid"])
+        for step in range(missing):
+            take = torch.arange(step * self.batch_size, (step + 1) * self.batch_size, device=pool["valid"].device) % n
+            yield _take(pool, take)
+
+
+_STREAMS: dict[int, tuple[weakref.ref, _EpochStream]] = {}  # id(shard) -> (shard, its running stream)
+
+
+def _train_stream(shard, cfg, epoch: int, device, batch_size: int) -> _EpochStream:
+    """The shard's running stream if it is at ``epoch``, else a new one starting there."""
+    ref, stream = _STREAMS.get(id(shard), (None, None))
+    if ref is None or ref() is not shard or stream.next_epoch != epoch or stream.batch_size != batch_size:
+        if stream is not None:
+            stream.close()
+        if _context_of(shard).get_config(LAYOUT_KEY) is None or monitor_of(shard) is None:
+            raise ValueError("iter_model_batches: not a train dataset built by build_clip_dataset")
+        stream = _EpochStream(shard, cfg, epoch, device, batch_size)
+        _STREAMS[id(shard)] = (weakref.ref(shard), stream)
+    return stream
+
+
+def iter_model_batches(shard, cfg, split: Split, *, epoch: int, device: torch.device | str = "cpu",
+                       batch_size: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """One pass over a worker's shard -> {"video": float32 (B, N, 3, H, W) normalised on ``device``,
+    "label", "index", "epoch", "view", "valid": int64 (B,), "frame_indices": int64 (B, N)}; checks skips."""
+    if batch_size is None:
+        batch_size = cfg.eval.batch_size if split == "test" else cfg.data.batch_size
+    if split == "train":
+        batches = _train_stream(shard, cfg, epoch, device, batch_size).epoch(epoch)
+    else:
+        batches = shard.iter_torch_batches(batch_size=batch_size, dtypes=DTYPES, device=device,
+                                           prefetch_batches=cfg.data.prefetch_batches, drop_last=False)
+    for batch in batches:
+        yield {**batch, "video": normalize(batch["video"])}  # a new dict: the stream may reuse ``batch``
+    if split != "train":
+        monitor = monitor_of(shard)
+        if monitor is not None:
+            report = ray.get(monitor.report.remote(0))
+            _check_skips(list(report["reasons"]), report["num_rows"], report["reasons"], epoch,
+                         cfg.data.max_skip_fraction, split)
