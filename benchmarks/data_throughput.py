@@ -7,8 +7,8 @@ decord decode, train transforms) on the same generated videos and end in the sam
   (b) ``build_clip_dataset`` + ``iter_model_batches`` with ``--workers`` Ray Data decode tasks;
   (c) ``torch.utils.data.DataLoader`` with ``--workers`` worker processes.
 
-The methods run interleaved, pass by pass (a shared machine's load then hits all of them alike); the first
-pass (worker start-up, imports) is reported apart from the median of the steady passes. Example:
+The methods run one after another, each for ``--passes`` passes; the first pass (worker start-up, imports) is
+reported apart from the median of the steady passes. Example:
 
   python benchmarks/data_throughput.py --videos 64 --workers 2 --size 320x240 --frames 96 --segments 8
 """
@@ -177,33 +177,31 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(records)} videos {width}x{height}x{args.frames}, clip {args.segments}x{args.frames_per_segment} "
           f"frames at {args.input_size}px, short_side={args.short_side}, workers={args.workers}, "
           f"batch={args.batch_size}, cpus={os.cpu_count()}, load={os.getloadavg()[0]:.1f}", flush=True)
-    runners: dict[str, Callable[[int], int]] = {}
-    if "b" in args.only:
-        import ray
+    # One method at a time, all its passes back to back: the Ray Data stream (b) runs every pass in one execution
+    # and keeps decoding ahead, so interleaving it with (a) and (c) would let it work during their timed passes.
+    # Ray is shut down before (a) and (c) run, so its daemons do not load them either. Wall-clock rates depend
+    # on the machine's load at the time; clips per CPU-second (all processes involved) much less.
+    results: dict[str, list[tuple[float, float]]] = {}
+    for key in [k for k in "bac" if k in args.only]:
+        if key == "b":
+            import ray
 
-        for attempt in range(3):  # Ray gives its raylet 30 s to register; a loaded machine can miss that
-            try:
-                ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING)
-                break
-            except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeout
-                print(f"ray.init failed ({error}); retrying", flush=True)
-                ray.shutdown()
-        runners["b"] = ray_runner(cfg)
-    if "a" in args.only:
-        runners["a"] = bare_runner(cfg, records)
-    if "c" in args.only:
-        runners["c"] = dataloader_runner(cfg, records)
-    # Interleave the methods pass by pass so that load from other processes drifts onto all of them alike.
-    # Wall-clock rates depend on that load; clips per CPU-second (all processes involved) much less.
-    results: dict[str, list[tuple[float, float]]] = {key: [] for key in sorted(runners)}
-    for epoch in range(args.passes):
-        for key in sorted(runners):
-            results[key].append(timed_pass(runners[key], epoch))
-        print(f"pass {epoch} (load {os.getloadavg()[0]:.1f}): " + "  ".join(
-            f"{k}={v[-1][0]:.1f} clips/s, {v[-1][1]:.1f} clips/cpu-s" for k, v in results.items()), flush=True)
-    if "b" in runners:
-        ray.shutdown()
+            for attempt in range(3):  # Ray gives its raylet 30 s to register; a loaded machine can miss that
+                try:
+                    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.WARNING)
+                    break
+                except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeout
+                    print(f"ray.init failed ({error}); retrying", flush=True)
+                    ray.shutdown()
+            one_pass = ray_runner(cfg)
+        else:
+            one_pass = bare_runner(cfg, records) if key == "a" else dataloader_runner(cfg, records)
+        results[key] = [timed_pass(one_pass, epoch) for epoch in range(args.passes)]
+        if key == "b":
+            ray.shutdown()
+        print(f"{key} (load {os.getloadavg()[0]:.1f}): " + "  ".join(
+            f"{wall:.1f} clips/s {per_cpu:.1f} clips/cpu-s" for wall, per_cpu in results[key]), flush=True)
     names = {"a": "(a) bare decord loop, 1 process", "b": f"(b) Ray Data, {args.workers} decode tasks",
              "c": f"(c) DataLoader, {args.workers} workers"}
     wall, per_cpu = {}, {}

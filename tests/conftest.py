@@ -26,6 +26,9 @@ def ray_local():
     ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False,
              logging_level=logging.WARNING, object_store_memory=1 << 30)
     yield ray
+    from actionray.platform.data.ingest import close_streams
+
+    close_streams()  # train streams this process left open, before their Ray goes away
     ray.shutdown()
 
 

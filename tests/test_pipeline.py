@@ -53,10 +53,10 @@ def test_train_passes_visit_every_entry_once_in_a_new_seeded_order(ray_local, sy
     tree["train"]["deterministic"] = True
     cfg = config_from_dict(tree)
     ds = build_clip_dataset(cfg, "train", passes=2)
-    orders = [[int(r["index"]) for r in collect(ds, cfg, "train", epoch=e)] for e in (0, 1, 0)]
+    orders = [[int(r["index"]) for r in collect(ds, cfg, "train", epoch=e)] for e in (0, 1, 0, 1)]
     n = len(read_list(synth_videos.train_list))
     assert all(sorted(order) == list(range(n)) for order in orders)  # batch_size divides n: drop_last drops none
-    assert orders[0] != orders[1] and orders[0] == orders[2]
+    assert orders[0] != orders[1] and orders[0] == orders[2] and orders[1] == orders[3]
     assert orders[0] != sorted(orders[0])
     # epochs 0 and 1 came from one stream (one Ray Data execution); asking for epoch 0 again started another
     assert ray.get(monitor_of(ds).starts.remote()) == 2

@@ -18,6 +18,7 @@ Either way a pass whose skipped fraction exceeds ``data.max_skip_fraction`` fail
 
 from __future__ import annotations
 
+import atexit
 import logging
 import weakref
 from typing import Any, Iterator
@@ -32,7 +33,10 @@ from actionray.platform.data.pipeline import (
 from actionray.platform.data.sampling import Split
 from actionray.platform.data.transforms import normalize
 
-__all__ = ["iter_model_batches", "dataset_config", "ClipDataConfig", "skip_report", "TooManySkippedError"]
+__all__ = [
+    "iter_model_batches", "close_streams", "dataset_config", "ClipDataConfig", "shard_datasets", "skip_report",
+    "TooManySkippedError",
+]
 
 log = logging.getLogger(__name__)
 DTYPES = {"video": torch.uint8, "label": torch.int64, "index": torch.int64, "epoch": torch.int64,
@@ -69,15 +73,20 @@ def dataset_config(cfg) -> ClipDataConfig:
 
 def shard_datasets(dataset: "ray.data.Dataset", world: int) -> list["ray.data.Dataset"]:
     """The ``world`` shard datasets of a train dataset from ``build_clip_dataset`` (same monitor, same passes)."""
-    from actionray.platform.config import config_from_dict
-    from actionray.platform.data.pipeline import MONITOR_KEY
+    layout = dataset.context.get_config(LAYOUT_KEY)
+    return [_rebuild(dataset, (rank, world), layout.first_epoch, layout.passes) for rank in range(world)]
 
-    recipe, monitor = dataset.context.get_config(RECIPE_KEY), dataset.context.get_config(MONITOR_KEY)
+
+def _rebuild(dataset, shard: tuple[int, int], first_epoch: int, passes: int) -> "ray.data.Dataset":
+    """``dataset`` (a train dataset or shard iterator from build_clip_dataset) built again for another shard or
+    first epoch, sharing its pipeline monitor."""
+    from actionray.platform.config import config_from_dict
+
+    recipe = _context_of(dataset).get_config(RECIPE_KEY)
     if recipe is None or recipe["split"] != "train":
         raise ValueError("ClipDataConfig: the 'train' dataset must come from build_clip_dataset(cfg, 'train')")
-    cfg = config_from_dict(recipe["cfg"])
-    return [build_clip_dataset(cfg, "train", list_file=recipe["list_file"], shard=(rank, world),
-                               passes=recipe["passes"], monitor=monitor) for rank in range(world)]
+    return build_clip_dataset(config_from_dict(recipe["cfg"]), "train", list_file=recipe["list_file"], shard=shard,
+                              passes=passes, first_epoch=first_epoch, monitor=recipe["monitor"])
 
 
 def _context_of(shard):
@@ -116,20 +125,37 @@ class _EpochStream:
     """One worker's train shard as a single Ray Data execution, consumed epoch by epoch (module docstring)."""
 
     def __init__(self, shard, cfg, first_epoch: int, device, batch_size: int):
-        self.layout: PassLayout = _context_of(shard).get_config(LAYOUT_KEY)
-        self.cfg, self.batch_size, self.first_epoch = cfg, batch_size, first_epoch
+        layout: PassLayout = _context_of(shard).get_config(LAYOUT_KEY)
+        end = layout.first_epoch + layout.passes
+        if not layout.first_epoch <= first_epoch < end:
+            raise ValueError(f"train shard streams epochs {layout.first_epoch}..{end - 1}, not epoch {first_epoch}")
+        if first_epoch != layout.first_epoch:  # resuming: the same shard, from first_epoch on
+            shard = _rebuild(shard, (layout.rank, layout.world), first_epoch, end - first_epoch)
+            layout = _context_of(shard).get_config(LAYOUT_KEY)
+        self.layout, self.cfg, self.batch_size = layout, cfg, batch_size
         self.next_epoch = first_epoch
         self.monitor = monitor_of(shard)
-        ray.get(self.monitor.start_stream.remote(self.layout.rank, first_epoch))
+        ray.get(self.monitor.stream_started.remote())
         self.held: list[Batch] = []  # rows of later epochs that arrived early
         self.rows = shard.iter_torch_batches(batch_size=batch_size, dtypes=DTYPES, device=device,
                                              prefetch_batches=cfg.data.prefetch_batches, drop_last=False)
         self.rows = iter(self.rows)
 
     def close(self) -> None:
-        close = getattr(self.rows, "close", None)
-        if close is not None:
-            close()  # stops the execution (its decode tasks) when a stream is abandoned
+        """Stop the execution (its decode tasks), e.g. when a stream is abandoned before its last pass. Streams
+        must not be left to the garbage collector at interpreter exit: Ray 2.60's executor shutdown can then
+        deadlock on its own lock (seen as a hung process after the last line of a script)."""
+        rows, self.rows = self.rows, iter(())
+        data_log = logging.getLogger("ray.data")
+        level = data_log.level
+        if not ray.is_initialized():  # after ray.shutdown the executor's final metrics calls can only log errors
+            data_log.setLevel(logging.CRITICAL)
+        try:
+            rows.close()
+        except Exception:  # noqa: BLE001 - closing is best effort; the executor may already be gone
+            log.debug("closing a train stream failed", exc_info=True)
+        finally:
+            data_log.setLevel(level)
 
     def _epoch_rows(self, epoch: int) -> Iterator[Batch]:
         """Chunks of this epoch's rows (incl. ``valid = 0``) until all ``layout.rows`` have arrived."""
@@ -161,10 +187,20 @@ class _EpochStream:
             yield mine
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
-        """Exactly ``layout.rows // batch_size`` model batches of ``epoch`` (uint8 video; padded if needed)."""
+        """Exactly ``layout.rows // batch_size`` model batches of ``epoch`` (uint8 video; padded if needed).
+        The stream closes after its last pass, and after a pass that failed."""
         if epoch != self.next_epoch:
             raise RuntimeError(f"train stream is at epoch {self.next_epoch}, not {epoch}")
         self.next_epoch = epoch + 1
+        last_pass = self.next_epoch >= self.layout.first_epoch + self.layout.passes
+        try:
+            yield from self._batches(epoch, last_pass)
+        except BaseException:
+            self.next_epoch = -1  # unusable: the next call starts a new stream
+            self.close()
+            raise
+
+    def _batches(self, epoch: int, last_pass: bool) -> Iterator[Batch]:
         steps, size = self.layout.rows // self.batch_size, self.batch_size
         parts: list[Batch] = []
         filled = done = 0
@@ -185,12 +221,12 @@ class _EpochStream:
                 parts, filled = ([rest] if filled > size else []), filled - size
                 last, done = batch, done + 1
                 yield batch
+        if last_pass:
+            self.close()
         reasons = ray.get(self.monitor.report.remote(epoch))["reasons"] if skipped else {}
         _check_skips(skipped, self.layout.rows, reasons, epoch, self.cfg.data.max_skip_fraction, "train")
         if done < steps:
             yield from self._padding(parts, last, steps - done, epoch, len(skipped))
-        if self.next_epoch >= self.first_epoch + self.layout.passes:
-            self.close()
 
     def _padding(self, parts: list[Batch], last: Batch | None, missing: int, epoch: int,
                  skipped: int) -> Iterator[Batch]:
@@ -208,6 +244,16 @@ class _EpochStream:
 
 
 _STREAMS: dict[int, tuple[weakref.ref, _EpochStream]] = {}  # id(shard) -> (shard, its running stream)
+
+
+def close_streams() -> None:
+    """Stop every train stream of this process (called at exit, and by the train loop when it ends)."""
+    while _STREAMS:
+        _, (_, stream) = _STREAMS.popitem()
+        stream.close()
+
+
+atexit.register(close_streams)  # registered after Ray's own exit hook, so it runs before Ray shuts down
 
 
 def _train_stream(shard, cfg, epoch: int, device, batch_size: int) -> _EpochStream:

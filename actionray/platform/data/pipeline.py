@@ -10,15 +10,15 @@ a pool of CPU tasks, never inside a training worker. Output rows: ``video`` uint
 traceability) and ``view`` int64 (test: one row per clip x crop view, ``view = clip * crops + crop``). Clips stay
 uint8 through the object store; ``ingest.iter_model_batches`` normalises them on the worker's device.
 
-Train: one execution for all epochs. A train dataset streams ``passes`` (= ``train.epochs``) passes of one
+Train: one execution for all epochs. A train dataset streams ``passes`` (up to ``train.epochs``) passes of one
 shard of the list in a single Ray Data execution, so the decode pool starts once per run instead of once per
 epoch (each start costs about a second of idle decode tasks in Ray 2.60, docs/performance.md) and keeps decoding
 the next epoch while a worker validates or checkpoints. Pass ``k`` of shard ``rank`` of ``world`` holds the
 positions ``rank, rank + world, ...`` of a fresh permutation of (seed, epoch), so the shards of an epoch are
 disjoint and cover ``world * (N // world)`` entries, like Ray's ``streaming_split(equal=True)``, but exactly per
-epoch. Each Train worker gets its own shard dataset (``ingest.ClipDataConfig``). The epoch of pass ``k`` is the
-stream's first epoch (set in the *pipeline monitor* actor when a worker starts its stream: 0, or the epoch a run
-resumes at) plus ``k``. Val and test: one pass, unsplit, in list order.
+epoch. Each Train worker gets its own shard dataset (``ingest.ClipDataConfig``). Pass ``k`` is epoch
+``first_epoch + k``: 0 + k, or, when a worker resumes at epoch ``e``, it builds its shard again from ``e``.
+Val and test: one pass, unsplit, in list order.
 
 Bad samples. A ``DecodeError`` (missing, empty, truncated, corrupt file; index past the end) is raised with
 the list line under ``on_error=raise``; under ``skip`` it is recorded with its reason in the monitor, and in train
@@ -57,22 +57,17 @@ _OWNED_MONITORS: dict[str, Any] = {}  # monitors created by this process, kept r
 
 @ray.remote(num_cpus=0)
 class PipelineMonitor:
-    """Per-dataset state shared by the driver, decode tasks and training workers: the first epoch of each
-    shard's running stream, and the skipped rows."""
+    """Per-dataset state shared by the driver, decode tasks and training workers: skipped rows, and how many
+    train streams (Ray Data executions) workers started."""
 
     def __init__(self, num_rows: int):
         self.num_rows = num_rows
-        self.first_epochs: dict[int, int] = {}  # shard rank -> first epoch of its running stream
         self.stream_starts = 0
         self.skipped: dict[int, dict[int, str]] = {}  # epoch -> {index: "path: reason"}
 
-    def start_stream(self, rank: int, first_epoch: int) -> int:
-        self.first_epochs[int(rank)] = int(first_epoch)
+    def stream_started(self) -> int:
         self.stream_starts += 1
         return self.stream_starts
-
-    def first_epoch(self, rank: int) -> int:
-        return self.first_epochs.get(int(rank), 0)
 
     def starts(self) -> int:
         return self.stream_starts
@@ -100,14 +95,15 @@ def monitor_of(shard):
 
 @dataclass(frozen=True)
 class PassLayout:
-    """The positions a dataset streams: ``passes`` passes of ``rows`` positions each; in every pass the positions
-    ``rank, rank + world, ...`` of the pass order (``pass_order``). Input id ``k * rows + i`` is position
-    ``rank + world * i`` of pass ``k``."""
+    """The positions a dataset streams: ``passes`` passes of ``rows`` positions each, pass ``k`` being epoch
+    ``first_epoch + k``; in every pass the positions ``rank, rank + world, ...`` of the pass order
+    (``pass_order``). Input id ``k * rows + i`` is position ``rank + world * i`` of pass ``k``."""
 
     rows: int
     rank: int = 0
     world: int = 1
     passes: int = 1
+    first_epoch: int = 0
 
     def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Input ids -> (pass number, position in the pass order)."""
@@ -193,9 +189,8 @@ def decode_sample(job: DecodeJob, path: str, num_frames: int, label: int, index:
 def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries,
                   layout: PassLayout) -> Iterator[dict[str, np.ndarray]]:
     """Ray Data UDF: a batch of input ids -> decoded clip rows; yields per row for test (bounded heap)."""
-    first = ray.get(_monitor(job.monitor).first_epoch.remote(layout.rank)) if job.split == "train" else 0
-    passes, positions = layout.locate(batch["id"])
-    epochs = (first + passes).tolist()
+    passes, positions = layout.locate(batch["data"])
+    epochs = (layout.first_epoch + passes).tolist()
     indices = np.array([pass_order(job.split, job.seed, e, entries.num_rows)[p] for e, p in zip(epochs, positions)],
                        dtype=np.int64)
     rows = entries.take(indices).to_pydict()
@@ -267,11 +262,13 @@ def execution_options(cfg, split: Split, world: int = 1):
 
 
 def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None, shard: tuple[int, int] = (0, 1),
-                       passes: int | None = None, monitor: str | None = None) -> "ray.data.Dataset":
+                       passes: int | None = None, first_epoch: int = 0,
+                       monitor: str | None = None) -> "ray.data.Dataset":
     """A streaming dataset of decoded, transformed uint8 clips for ``split`` (see the module docstring).
 
-    ``shard=(rank, world)`` and ``passes`` (default ``train.epochs``) apply to train; val and test are one
-    unsplit pass. ``monitor`` reuses another dataset's pipeline monitor (the shards of one train split)."""
+    ``shard=(rank, world)``, ``first_epoch`` and ``passes`` (default: up to ``train.epochs``) apply to train;
+    val and test are one unsplit pass. ``monitor`` reuses another dataset's pipeline monitor (the shards of one
+    train split)."""
     data = cfg.data
     list_file = list_file or list_for_split(cfg, split)
     records = read_list(list_file, root=data.root, num_classes=data.num_classes)
@@ -280,8 +277,12 @@ def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None, shard
         raise ValueError(f"shard=(rank, world) needs 0 <= rank < world, got {shard}")
     if len(records) < world:
         raise ValueError(f"{list_file}: {len(records)} entries cannot be split across {world} training workers")
-    passes = (passes or cfg.train.epochs) if split == "train" else 1
-    layout = PassLayout(rows=len(records) // world, rank=rank, world=world, passes=passes)
+    first_epoch = first_epoch if split == "train" else 0
+    passes = (passes or cfg.train.epochs - first_epoch) if split == "train" else 1
+    if passes < 1:
+        raise ValueError(f"build_clip_dataset: no epochs to stream (first_epoch={first_epoch}, "
+                         f"train.epochs={cfg.train.epochs})")
+    layout = PassLayout(rows=len(records) // world, rank=rank, world=world, passes=passes, first_epoch=first_epoch)
     # ``source`` (list file:line) lets a decode error name the line to fix
     entries = list_table(records, list_file)
     if monitor is None:
@@ -293,17 +294,19 @@ def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None, shard
     # ~4 blocks per decode task per pass balances the pool; a block is decoded by one streaming task that yields
     # every decode_batch_size rows, so big blocks do not mean big memory. The train shuffle is the UDF's per-epoch
     # permutation: Ray Data's random_shuffle would add an all-to-all stage (measured: 5-12 % more CPU per clip on
-    # 96-clip passes, docs/performance.md). The positions are generated inside the decode tasks (range is fused
-    # with map_batches), so no separate read tasks compete with decoding.
+    # 96-clip passes, docs/performance.md). The input ids go to the object store as ready blocks (from_numpy):
+    # ray.data.range would run read tasks that compete with the decode tasks for CPUs (measured: a 3x slower
+    # first pass).
     total = layout.rows * layout.passes
-    ds = ray.data.range(total, override_num_blocks=min(total, 4 * tasks * layout.passes))
+    ds = ray.data.from_numpy(np.array_split(np.arange(total, dtype=np.int64),
+                                            min(total, 4 * tasks * layout.passes)))
     ds = ds.map_batches(_decode_batch, batch_size=data.decode_batch_size,
                         fn_kwargs={"job": job, "entries": entries, "layout": layout},
                         compute=ray.data.TaskPoolStrategy(size=tasks), num_cpus=1)
     ds.context.set_config(MONITOR_KEY, monitor)
     ds.context.set_config(LAYOUT_KEY, layout)
     ds.context.set_config(RECIPE_KEY, {"cfg": cfg.to_dict(), "split": split, "list_file": str(list_file),
-                                       "passes": passes})
+                                       "monitor": monitor})
     ds.context.target_max_block_size = _block_bytes(job)
     ds.context.execution_options = execution_options(cfg, split, world)
     return ds
