@@ -213,3 +213,21 @@ def test_second_epoch_draws_new_offsets(two_worker_run):
     first = {row["index"]: row["frames"] for rank in two_worker_run for row in rank["0"]}
     second = {row["index"]: row["frames"] for rank in two_worker_run for row in rank["1"]}
     assert sum(first[i] != second[i] for i in first) >= len(first) // 2
+
+
+def test_epoch_cutter_holds_early_rows_of_later_epochs_without_losing_any():
+    from actionray.platform.data.ingest import EpochCutter
+
+    def chunk(*tags):  # rows tagged (epoch, id)
+        return {"epoch": torch.tensor([e for e, _ in tags]), "id": torch.tensor([i for _, i in tags])}
+
+    # 4 rows per epoch; blocks finish out of order, so epochs 1 and 2 start arriving before epoch 0 ends
+    # (epoch 1 then completes from held rows alone, while held rows of epoch 2 wait behind it)
+    source = iter([chunk((0, 0), (0, 1)), chunk((1, 4), (2, 8)), chunk((1, 5), (1, 6), (1, 7)), chunk((2, 9)),
+                   chunk((0, 2), (0, 3)), chunk((2, 10), (2, 11))])
+    cutter = EpochCutter(source, rows_per_epoch=4)
+    for epoch in range(3):
+        ids = [int(i) for part in cutter.rows(epoch) for i in part["id"]]
+        assert sorted(ids) == list(range(4 * epoch, 4 * epoch + 4))
+    with pytest.raises(RuntimeError, match="ended 4 rows short of the end of epoch 3"):
+        list(cutter.rows(3))

@@ -35,7 +35,7 @@ from actionray.platform.data.transforms import normalize
 
 __all__ = [
     "iter_model_batches", "close_streams", "dataset_config", "ClipDataConfig", "shard_datasets", "skip_report",
-    "TooManySkippedError",
+    "TooManySkippedError", "EpochCutter",
 ]
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,44 @@ def _cat(parts: list[Batch]) -> Batch:
     return parts[0] if len(parts) == 1 else {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
 
+class EpochCutter:
+    """Cuts a stream of row batches (each row tagged with its ``epoch``) into epochs of exactly ``rows_per_epoch``
+    rows. Rows arrive roughly in epoch order; rows of later epochs that come early are held back for their epoch."""
+
+    def __init__(self, source: Iterator[Batch], rows_per_epoch: int, name: str = "stream"):
+        self.source, self.rows_per_epoch, self.name = source, rows_per_epoch, name
+        self.held: list[Batch] = []  # rows of later epochs that arrived early, in arrival order
+
+    def rows(self, epoch: int) -> Iterator[Batch]:
+        """Chunks holding exactly the ``rows_per_epoch`` rows of ``epoch``; raises if the stream ends short."""
+        held, self.held = self.held, []
+        remaining = self.rows_per_epoch
+        while remaining:
+            if held:
+                chunk = held.pop(0)
+            else:
+                try:
+                    chunk = next(self.source)
+                except StopIteration:
+                    raise RuntimeError(f"{self.name} ended {remaining} rows short of the end of epoch "
+                                       f"{epoch}") from None
+            epochs = chunk["epoch"]
+            if bool((epochs == epoch).all()):
+                mine = chunk
+            else:
+                if bool((epochs < epoch).any()):
+                    raise RuntimeError(f"{self.name}: rows of an earlier epoch arrived during epoch {epoch}")
+                later = epochs != epoch
+                self.held.append(_take(chunk, later))
+                mine = _take(chunk, ~later)
+            remaining -= len(mine["epoch"])
+            if remaining < 0:
+                raise RuntimeError(f"{self.name}: more rows than positions in epoch {epoch}")
+            if len(mine["epoch"]):
+                yield mine
+        self.held = held + self.held  # chunks not reached yet keep their place ahead of the new ones
+
+
 class _EpochStream:
     """One worker's train shard as a single Ray Data execution, consumed epoch by epoch (module docstring)."""
 
@@ -136,16 +174,18 @@ class _EpochStream:
         self.next_epoch = first_epoch
         self.monitor = monitor_of(shard)
         ray.get(self.monitor.stream_started.remote())
-        self.held: list[Batch] = []  # rows of later epochs that arrived early
-        self.rows = shard.iter_torch_batches(batch_size=batch_size, dtypes=DTYPES, device=device,
-                                             prefetch_batches=cfg.data.prefetch_batches, drop_last=False)
-        self.rows = iter(self.rows)
+        self.device = torch.device(device)
+        # On the CPU: rows of the next epoch that arrive early wait in host memory, not on an accelerator.
+        self.rows = iter(shard.iter_torch_batches(batch_size=batch_size, dtypes=DTYPES,
+                                                  prefetch_batches=cfg.data.prefetch_batches, drop_last=False))
+        self.cutter = EpochCutter(self.rows, layout.rows, f"train shard {layout.rank}")
 
     def close(self) -> None:
         """Stop the execution (its decode tasks), e.g. when a stream is abandoned before its last pass. Streams
         must not be left to the garbage collector at interpreter exit: Ray 2.60's executor shutdown can then
         deadlock on its own lock (seen as a hung process after the last line of a script)."""
         rows, self.rows = self.rows, iter(())
+        self.cutter.source = self.rows
         data_log = logging.getLogger("ray.data")
         level = data_log.level
         if not ray.is_initialized():  # after ray.shutdown the executor's final metrics calls can only log errors
@@ -156,35 +196,6 @@ class _EpochStream:
             log.debug("closing a train stream failed", exc_info=True)
         finally:
             data_log.setLevel(level)
-
-    def _epoch_rows(self, epoch: int) -> Iterator[Batch]:
-        """Chunks of this epoch's rows (incl. ``valid = 0``) until all ``layout.rows`` have arrived."""
-        held, self.held = self.held, []
-        pending = iter(held)
-        remaining = self.layout.rows
-        while remaining:
-            chunk = next(pending, None)
-            if chunk is None:
-                try:
-                    chunk = next(self.rows)
-                except StopIteration:
-                    raise RuntimeError(f"train stream of shard {self.layout.rank} ended {remaining} rows short of "
-                                       f"the end of epoch {epoch}") from None
-            epochs = chunk["epoch"]
-            if bool((epochs == epoch).all()):
-                mine = chunk
-            else:
-                if bool((epochs < epoch).any()):
-                    raise RuntimeError(f"train stream of shard {self.layout.rank}: rows of an earlier epoch "
-                                       f"arrived during epoch {epoch}")
-                later = epochs != epoch
-                self.held.append(_take(chunk, later))
-                mine = _take(chunk, ~later)
-            remaining -= len(mine["epoch"])
-            if remaining < 0:
-                raise RuntimeError(f"train stream of shard {self.layout.rank}: more rows than positions in "
-                                   f"epoch {epoch}")
-            yield mine
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Exactly ``layout.rows // batch_size`` model batches of ``epoch`` (uint8 video; padded if needed).
@@ -206,7 +217,7 @@ class _EpochStream:
         filled = done = 0
         skipped: list[int] = []
         last: Batch | None = None
-        for chunk in self._epoch_rows(epoch):
+        for chunk in self.cutter.rows(epoch):
             valid = chunk["valid"] == 1
             if not bool(valid.all()):
                 skipped.extend(chunk["index"][~valid].tolist())
@@ -220,13 +231,19 @@ class _EpochStream:
                 batch, rest = {k: v[:size] for k, v in rows.items()}, {k: v[size:] for k, v in rows.items()}
                 parts, filled = ([rest] if filled > size else []), filled - size
                 last, done = batch, done + 1
-                yield batch
+                yield self._to_device(batch)
         if last_pass:
             self.close()
         reasons = ray.get(self.monitor.report.remote(epoch))["reasons"] if skipped else {}
         _check_skips(skipped, self.layout.rows, reasons, epoch, self.cfg.data.max_skip_fraction, "train")
         if done < steps:
-            yield from self._padding(parts, last, steps - done, epoch, len(skipped))
+            for batch in self._padding(parts, last, steps - done, epoch, len(skipped)):
+                yield self._to_device(batch)
+
+    def _to_device(self, batch: Batch) -> Batch:
+        if self.device.type == "cpu":
+            return batch
+        return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
 
     def _padding(self, parts: list[Batch], last: Batch | None, missing: int, epoch: int,
                  skipped: int) -> Iterator[Batch]:

@@ -291,15 +291,18 @@ def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None, shard
         _OWNED_MONITORS[monitor] = PipelineMonitor.options(name=monitor, namespace=NAMESPACE).remote(len(records))
     job = DecodeJob.from_config(cfg, split, monitor)
     tasks = max(1, data.decode_tasks // world)  # data.decode_tasks is the pool of the whole split
-    # ~4 blocks per decode task per pass balances the pool; a block is decoded by one streaming task that yields
-    # every decode_batch_size rows, so big blocks do not mean big memory. The train shuffle is the UDF's per-epoch
-    # permutation: Ray Data's random_shuffle would add an all-to-all stage (measured: 5-12 % more CPU per clip on
-    # 96-clip passes, docs/performance.md). The input ids go to the object store as ready blocks (from_numpy):
-    # ray.data.range would run read tasks that compete with the decode tasks for CPUs (measured: a 3x slower
-    # first pass).
+    # Input blocks: one decode task streams a block out decode_batch_size rows at a time, so a big block does not
+    # mean big memory, and each block boundary costs ~0.2 s of an idle task (Ray's task start). One execution
+    # serves every epoch, so blocks need not align with passes: up to 64 rows, at most a pass per task so that
+    # rows of the next epoch arriving early (held back by the worker, on the host) stay bounded. Measured on
+    # 96-clip passes with 2 tasks: 12-row blocks 25.7, 48-row blocks 30.5-31.4 clips/s (docs/performance.md).
+    # The train shuffle is the UDF's per-epoch permutation: Ray Data's random_shuffle would add an all-to-all
+    # stage (measured: 5-12 % more CPU per clip on 96-clip passes). The input ids go to the object store as ready
+    # blocks (from_numpy): ray.data.range would run read tasks that compete with the decode tasks for CPUs
+    # (measured: a 3x slower first pass).
     total = layout.rows * layout.passes
-    ds = ray.data.from_numpy(np.array_split(np.arange(total, dtype=np.int64),
-                                            min(total, 4 * tasks * layout.passes)))
+    block_rows = min(64, max(data.decode_batch_size, layout.rows // tasks))
+    ds = ray.data.from_numpy(np.array_split(np.arange(total, dtype=np.int64), -(-total // block_rows)))
     ds = ds.map_batches(_decode_batch, batch_size=data.decode_batch_size,
                         fn_kwargs={"job": job, "entries": entries, "layout": layout},
                         compute=ray.data.TaskPoolStrategy(size=tasks), num_cpus=1)
