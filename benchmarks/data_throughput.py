@@ -8,7 +8,7 @@ decord decode, train transforms) on the same generated videos and end in the sam
   (c) ``torch.utils.data.DataLoader`` with ``--workers`` worker processes.
 
 The methods run one after another, each for ``--passes`` passes; the first pass (worker start-up, imports) is
-reported apart from the median of the steady passes. Example:
+reported apart from the rate over the steady passes together. Example:
 
   python benchmarks/data_throughput.py --videos 64 --workers 2 --size 320x240 --frames 96 --segments 8
 """
@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--passes", type=int, default=4, help="passes over the data per method (first = warm-up)")
     parser.add_argument("--data-dir", default=None, help="reuse/generate videos here (default: a temp folder)")
     parser.add_argument("--only", default="abc", help="subset of methods to run, e.g. 'ab'")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the b, a, c sequence; rates pool the steady passes of all rounds")
     return parser.parse_args(argv)
 
 
@@ -145,17 +147,18 @@ def cpu_seconds() -> float:
     return sum(ticks.get(pid, 0) for pid in family) / os.sysconf("SC_CLK_TCK")
 
 
-def timed_pass(one_pass: Callable[[int], int], epoch: int) -> tuple[float, float]:
-    """(clips per wall second, clips per CPU second) of one pass."""
+def timed_pass(one_pass: Callable[[int], int], epoch: int) -> tuple[int, float, float]:
+    """(clips, wall seconds, CPU seconds) of one pass."""
     wall, cpu = time.perf_counter(), cpu_seconds()
     clips = one_pass(epoch)
-    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    return clips, time.perf_counter() - wall, cpu_seconds() - cpu
+
+
+def rates(passes: list[tuple[int, float, float]]) -> tuple[float, float]:
+    """(clips per wall second, clips per CPU second) over ``passes`` together: the Ray Data stream decodes the
+    next epoch ahead, so single passes of it overlap and only their sum is a fair rate."""
+    clips, wall, cpu = (sum(column) for column in zip(*passes))
     return clips / wall, clips / max(cpu, 1e-9)
-
-
-def median(values: list[float]) -> float:
-    values = sorted(values)
-    return values[len(values) // 2]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,34 +184,38 @@ def main(argv: list[str] | None = None) -> None:
     # and keeps decoding ahead, so interleaving it with (a) and (c) would let it work during their timed passes.
     # Ray is shut down before (a) and (c) run, so its daemons do not load them either. Wall-clock rates depend
     # on the machine's load at the time; clips per CPU-second (all processes involved) much less.
-    results: dict[str, list[tuple[float, float]]] = {}
-    for key in [k for k in "bac" if k in args.only]:
-        if key == "b":
-            import ray
+    results: dict[str, list[list[tuple[int, float, float]]]] = {}  # method -> rounds -> passes
+    for _ in range(args.rounds):
+        for key in [k for k in "bac" if k in args.only]:
+            if key == "b":
+                import ray
 
-            for attempt in range(3):  # Ray gives its raylet 30 s to register; a loaded machine can miss that
-                try:
-                    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
-                             logging_level=logging.WARNING)
-                    break
-                except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeout
-                    print(f"ray.init failed ({error}); retrying", flush=True)
-                    ray.shutdown()
-            one_pass = ray_runner(cfg)
-        else:
-            one_pass = bare_runner(cfg, records) if key == "a" else dataloader_runner(cfg, records)
-        results[key] = [timed_pass(one_pass, epoch) for epoch in range(args.passes)]
-        if key == "b":
-            ray.shutdown()
-        print(f"{key} (load {os.getloadavg()[0]:.1f}): " + "  ".join(
-            f"{wall:.1f} clips/s {per_cpu:.1f} clips/cpu-s" for wall, per_cpu in results[key]), flush=True)
+                for attempt in range(3):  # Ray gives its raylet 30 s to register; a loaded machine can miss that
+                    try:
+                        ray.init(address="local", num_cpus=args.workers, include_dashboard=False,
+                                 log_to_driver=False, logging_level=logging.WARNING)
+                        break
+                    except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeout
+                        print(f"ray.init failed ({error}); retrying", flush=True)
+                        ray.shutdown()
+                one_pass = ray_runner(cfg)
+            else:
+                one_pass = bare_runner(cfg, records) if key == "a" else dataloader_runner(cfg, records)
+            passes = [timed_pass(one_pass, epoch) for epoch in range(args.passes)]
+            results.setdefault(key, []).append(passes)
+            if key == "b":
+                ray.shutdown()
+            del one_pass  # the DataLoader's workers end with it
+            print(f"{key} (load {os.getloadavg()[0]:.1f}) per pass: " + "  ".join(
+                f"{clips / wall:.1f} clips/s {clips / cpu:.1f} clips/cpu-s" for clips, wall, cpu in passes),
+                flush=True)
     names = {"a": "(a) bare decord loop, 1 process", "b": f"(b) Ray Data, {args.workers} decode tasks",
              "c": f"(c) DataLoader, {args.workers} workers"}
     wall, per_cpu = {}, {}
-    for key, rows in results.items():
-        steady = rows[1:] or rows
-        wall[key], per_cpu[key] = median([r[0] for r in steady]), median([r[1] for r in steady])
-        print(f"{names[key]:34s}: first pass {rows[0][0]:6.1f} clips/s; steady median {wall[key]:6.1f} clips/s, "
+    for key, rounds in results.items():
+        first = rates([passes[0] for passes in rounds])[0]
+        wall[key], per_cpu[key] = rates([p for passes in rounds for p in (passes[1:] or passes)])
+        print(f"{names[key]:34s}: first pass {first:6.1f} clips/s; steady passes {wall[key]:6.1f} clips/s, "
               f"{per_cpu[key]:6.1f} clips per CPU-second")
     if "a" in wall and "b" in wall:
         print(f"b/a = {wall['b'] / wall['a']:.2f} wall ({wall['b'] / wall['a'] / args.workers:.2f} per decode task); "
