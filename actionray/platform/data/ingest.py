@@ -28,7 +28,7 @@ import ray.train
 import torch
 
 from actionray.platform.data.pipeline import (
-    LAYOUT_KEY, RECIPE_KEY, PassLayout, build_clip_dataset, execution_options, monitor_of,
+    LAYOUT_KEY, RECIPE_KEY, PassLayout, build_clip_dataset, context_of, execution_options, monitor_of,
 )
 from actionray.platform.data.sampling import Split
 from actionray.platform.data.transforms import normalize
@@ -82,15 +82,11 @@ def _rebuild(dataset, shard: tuple[int, int], first_epoch: int, passes: int) -> 
     first epoch, sharing its pipeline monitor."""
     from actionray.platform.config import config_from_dict
 
-    recipe = _context_of(dataset).get_config(RECIPE_KEY)
+    recipe = context_of(dataset).get_config(RECIPE_KEY)
     if recipe is None or recipe["split"] != "train":
         raise ValueError("ClipDataConfig: the 'train' dataset must come from build_clip_dataset(cfg, 'train')")
     return build_clip_dataset(config_from_dict(recipe["cfg"]), "train", list_file=recipe["list_file"], shard=shard,
                               passes=passes, first_epoch=first_epoch, monitor=recipe["monitor"])
-
-
-def _context_of(shard):
-    return shard.context if isinstance(shard, ray.data.Dataset) else shard.get_context()
 
 
 def skip_report(shard, epoch: int) -> dict[str, Any]:
@@ -163,13 +159,13 @@ class _EpochStream:
     """One worker's train shard as a single Ray Data execution, consumed epoch by epoch (module docstring)."""
 
     def __init__(self, shard, cfg, first_epoch: int, device, batch_size: int):
-        layout: PassLayout = _context_of(shard).get_config(LAYOUT_KEY)
+        layout: PassLayout = context_of(shard).get_config(LAYOUT_KEY)
         end = layout.first_epoch + layout.passes
         if not layout.first_epoch <= first_epoch < end:
             raise ValueError(f"train shard streams epochs {layout.first_epoch}..{end - 1}, not epoch {first_epoch}")
         if first_epoch != layout.first_epoch:  # resuming: the same shard, from first_epoch on
             shard = _rebuild(shard, (layout.rank, layout.world), first_epoch, end - first_epoch)
-            layout = _context_of(shard).get_config(LAYOUT_KEY)
+            layout = context_of(shard).get_config(LAYOUT_KEY)
         self.layout, self.cfg, self.batch_size = layout, cfg, batch_size
         self.next_epoch = first_epoch
         self.monitor = monitor_of(shard)
@@ -279,7 +275,7 @@ def _train_stream(shard, cfg, epoch: int, device, batch_size: int) -> _EpochStre
     if ref is None or ref() is not shard or stream.next_epoch != epoch or stream.batch_size != batch_size:
         if stream is not None:
             stream.close()
-        if _context_of(shard).get_config(LAYOUT_KEY) is None or monitor_of(shard) is None:
+        if context_of(shard).get_config(LAYOUT_KEY) is None or monitor_of(shard) is None:
             raise ValueError("iter_model_batches: not a train dataset built by build_clip_dataset")
         stream = _EpochStream(shard, cfg, epoch, device, batch_size)
         _STREAMS[id(shard)] = (weakref.ref(shard), stream)

@@ -45,6 +45,7 @@ from actionray.platform.data.transforms import build_clip_transform, flip_label
 __all__ = [
     "build_clip_dataset", "PassLayout", "PipelineMonitor", "list_for_split", "MONITOR_KEY", "LAYOUT_KEY",
     "RECIPE_KEY", "transform_rng", "DecodeJob", "decode_sample", "execution_options", "monitor_of",
+    "context_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,10 +87,14 @@ def _monitor(name: str):
     return ray.get_actor(name, namespace=NAMESPACE)
 
 
+def context_of(shard) -> "ray.data.DataContext":
+    """The DataContext of a dataset or of a DataIterator (a Train worker's shard)."""
+    return shard.context if isinstance(shard, ray.data.Dataset) else shard.get_context()
+
+
 def monitor_of(shard):
     """The pipeline monitor of a dataset or DataIterator built here, or None."""
-    context = shard.context if isinstance(shard, ray.data.Dataset) else shard.get_context()
-    name = context.get_config(MONITOR_KEY)
+    name = context_of(shard).get_config(MONITOR_KEY)
     return _monitor(name) if name is not None else None
 
 
