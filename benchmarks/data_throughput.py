@@ -161,6 +161,20 @@ def rates(passes: list[tuple[int, float, float]]) -> tuple[float, float]:
     return clips / wall, clips / max(cpu, 1e-9)
 
 
+def start_ray(workers: int) -> None:
+    """A fresh local Ray with ``workers`` CPUs for the decode tasks."""
+    import ray
+
+    for attempt in range(3):  # Ray gives its raylet 30 s to register; a loaded machine can miss that
+        try:
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+            return
+        except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeout
+            print(f"ray.init failed ({error}); retrying", flush=True)
+            ray.shutdown()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Generate the videos, time (a), (b), (c) and print clips/s with the ratios b/a and b/c."""
     from actionray.platform.data.synth import generate_dataset
@@ -188,22 +202,15 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.rounds):
         for key in [k for k in "bac" if k in args.only]:
             if key == "b":
-                import ray
-
-                for attempt in range(3):  # Ray gives its raylet 30 s to register; a loaded machine can miss that
-                    try:
-                        ray.init(address="local", num_cpus=args.workers, include_dashboard=False,
-                                 log_to_driver=False, logging_level=logging.WARNING)
-                        break
-                    except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeout
-                        print(f"ray.init failed ({error}); retrying", flush=True)
-                        ray.shutdown()
+                start_ray(args.workers)
                 one_pass = ray_runner(cfg)
             else:
                 one_pass = bare_runner(cfg, records) if key == "a" else dataloader_runner(cfg, records)
             passes = [timed_pass(one_pass, epoch) for epoch in range(args.passes)]
             results.setdefault(key, []).append(passes)
             if key == "b":
+                import ray
+
                 ray.shutdown()
             del one_pass  # the DataLoader's workers end with it
             print(f"{key} (load {os.getloadavg()[0]:.1f}) per pass: " + "  ".join(

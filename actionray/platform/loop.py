@@ -215,7 +215,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     from ray.train import Checkpoint
     from ray.train.torch import get_device, prepare_model
 
-    from actionray.platform.data.ingest import close_streams, iter_model_batches
+    from actionray.platform.data.ingest import iter_model_batches
 
     cfg = config_from_dict(config["cfg"])
     context = ray.train.get_context()
@@ -291,7 +291,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             ray.train.report(metrics, checkpoint=ckpt)
         _maybe_inject_fault(config.get("fault"), done, rank)
 
-    close_streams()  # every epoch is consumed; nothing may be left to the garbage collector at exit
     if start_epoch >= cfg.train.epochs and history:
         # Resumed from the final checkpoint (e.g. a Tune trial stopped between its last report and its end):
         # nothing to train, but report the final metrics again so the caller (Tune) sees a finished run.

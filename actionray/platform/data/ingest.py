@@ -28,7 +28,7 @@ import ray.train
 import torch
 
 from actionray.platform.data.pipeline import (
-    LAYOUT_KEY, RECIPE_KEY, PassLayout, build_clip_dataset, context_of, execution_options, monitor_of,
+    LAYOUT_KEY, MONITOR_KEY, RECIPE_KEY, PassLayout, build_clip_dataset, context_of, execution_options, monitor_of,
 )
 from actionray.platform.data.sampling import Split
 from actionray.platform.data.transforms import normalize
@@ -86,7 +86,8 @@ def _rebuild(dataset, shard: tuple[int, int], first_epoch: int, passes: int) -> 
     if recipe is None or recipe["split"] != "train":
         raise ValueError("ClipDataConfig: the 'train' dataset must come from build_clip_dataset(cfg, 'train')")
     return build_clip_dataset(config_from_dict(recipe["cfg"]), "train", list_file=recipe["list_file"], shard=shard,
-                              passes=passes, first_epoch=first_epoch, monitor=recipe["monitor"])
+                              passes=passes, first_epoch=first_epoch,
+                              monitor=context_of(dataset).get_config(MONITOR_KEY))
 
 
 def skip_report(shard, epoch: int) -> dict[str, Any]:
@@ -244,9 +245,10 @@ class _EpochStream:
     def _padding(self, parts: list[Batch], last: Batch | None, missing: int, epoch: int,
                  skipped: int) -> Iterator[Batch]:
         """``missing`` batches from this epoch's leftover rows and repeats of them and of the last batch."""
-        pool = _cat(parts + ([last] if last is not None else [])) if parts or last is not None else None
-        if pool is None or not len(pool["valid"]):
+        pieces = parts + ([last] if last is not None else [])  # parts hold only readable rows
+        if not pieces:
             raise TooManySkippedError(f"train epoch {epoch}: shard {self.layout.rank} has no readable sample")
+        pool = _cat(pieces)
         log.warning("train epoch %d: %d skipped samples left shard %d %d batch(es) short; filled them with "
                     "repeated clips of this epoch so every worker runs the same number of steps",
                     epoch, skipped, self.layout.rank, missing)
@@ -260,7 +262,7 @@ _STREAMS: dict[int, tuple[weakref.ref, _EpochStream]] = {}  # id(shard) -> (shar
 
 
 def close_streams() -> None:
-    """Stop every train stream of this process (called at exit, and by the train loop when it ends)."""
+    """Stop every train stream of this process still open (at exit; a stream closes itself after its last pass)."""
     while _STREAMS:
         _, (_, stream) = _STREAMS.popitem()
         stream.close()
