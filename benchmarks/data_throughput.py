@@ -8,7 +8,7 @@ decord decode, train transforms) on the same generated videos and end in the sam
   (c) ``torch.utils.data.DataLoader`` with ``--workers`` worker processes.
 
 The methods run one after another, each for ``--passes`` passes; the first pass (worker start-up, imports) is
-reported apart from the rate over the steady passes together. Example:
+reported apart from the rate over the steady passes (all but the first and the last) together. Example:
 
   python benchmarks/data_throughput.py --videos 64 --workers 2 --size 320x240 --frames 96 --segments 8
 """
@@ -47,7 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--short-side", type=int, default=None, help="decoder-side resize (data.decode_short_side)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--decode-batch-size", type=int, default=2, help="clips per Ray Data decode task call")
-    parser.add_argument("--passes", type=int, default=4, help="passes over the data per method (first = warm-up)")
+    parser.add_argument("--prefetch-batches", type=int, default=None,
+                        help="data.prefetch_batches (Ray Data) = prefetch_factor (DataLoader, at least 1)")
+    parser.add_argument("--passes", type=int, default=4,
+                        help="passes over the data per method (first = warm-up; steady rates from the 2nd to the "
+                             "next-to-last)")
     parser.add_argument("--data-dir", default=None, help="reuse/generate videos here (default: a temp folder)")
     parser.add_argument("--only", default="abc", help="subset of methods to run, e.g. 'ab'")
     parser.add_argument("--rounds", type=int, default=1,
@@ -60,7 +64,8 @@ def make_config(args: argparse.Namespace, list_file: Path, num_classes: int):
         "train_list": str(list_file), "val_list": str(list_file), "num_classes": num_classes,
         "num_segments": args.segments, "frames_per_segment": args.frames_per_segment,
         "input_size": args.input_size, "decode_short_side": args.short_side, "batch_size": args.batch_size,
-        "decode_tasks": args.workers, "decode_batch_size": args.decode_batch_size, "on_error_train": "raise"},
+        "decode_tasks": args.workers, "decode_batch_size": args.decode_batch_size, "on_error_train": "raise",
+        **({"prefetch_batches": args.prefetch_batches} if args.prefetch_batches is not None else {})},
         "train": {"epochs": args.passes}})
 
 
@@ -112,7 +117,7 @@ def dataloader_runner(cfg, records) -> Callable[[int], int]:
     # Persistent workers keep epoch 0's offsets: same cost per clip, and no re-fork charged to the baseline.
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                                          num_workers=cfg.data.decode_tasks, persistent_workers=True,
-                                         prefetch_factor=cfg.data.prefetch_batches or None,
+                                         prefetch_factor=max(1, cfg.data.prefetch_batches),
                                          multiprocessing_context="spawn")  # no fork of a Ray-connected process
 
     def one_pass(epoch: int) -> int:
@@ -124,16 +129,23 @@ def dataloader_runner(cfg, records) -> Callable[[int], int]:
     return one_pass
 
 
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and all its descendants (Ray's GCS, raylet and workers when
-    Ray was started here; DataLoader workers), read from /proc (Linux)."""
-    parent, ticks = {}, {}
+ROLES = ("workers", "consumer", "Ray's own processes")
+
+
+def process_cpu() -> dict[int, tuple[str, float]]:
+    """pid -> (role, user + system CPU seconds) for this process and all its descendants, read from /proc
+    (Linux). Roles: this process is the consumer; DataLoader workers and Ray worker processes (decode tasks,
+    shown as ray::MapBatches or ray::IDLE) are workers; the rest (raylet, GCS, agents, Ray Data's and the
+    pipeline's actors) are Ray's own processes."""
+    parent, ticks, commands = {}, {}, {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()  # after "(comm)": state ppid ... utime stime
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                commands[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # the process ended while we listed
             continue
         parent[int(entry)] = int(fields[1])
@@ -144,35 +156,92 @@ def cpu_seconds() -> float:
         children = [child for child, ppid in parent.items() if ppid == pid and child not in family]
         family.update(children)
         frontier.extend(children)
-    return sum(ticks.get(pid, 0) for pid in family) / os.sysconf("SC_CLK_TCK")
+
+    def role(pid: int) -> str:
+        command = commands.get(pid, "")
+        if pid == os.getpid():
+            return ROLES[1]
+        if command.startswith(("ray::IDLE", "ray::MapBatches")) or "multiprocessing" in command:
+            return ROLES[0]
+        return ROLES[2]
+    return {pid: (role(pid), ticks[pid] / os.sysconf("SC_CLK_TCK")) for pid in family if pid in ticks}
 
 
-def timed_pass(one_pass: Callable[[int], int], epoch: int) -> tuple[int, float, float]:
-    """(clips, wall seconds, CPU seconds) of one pass."""
-    wall, cpu = time.perf_counter(), cpu_seconds()
+def cpu_seconds() -> float:
+    """CPU seconds of this process and all its descendants."""
+    return sum(seconds for _, seconds in process_cpu().values())
+
+
+Pass = tuple[int, float, dict[str, float]]  # clips, wall seconds, CPU seconds per role
+
+
+def timed_pass(one_pass: Callable[[int], int], epoch: int) -> Pass:
+    """(clips, wall seconds, CPU seconds per role) of one pass."""
+    wall, before = time.perf_counter(), process_cpu()
     clips = one_pass(epoch)
-    return clips, time.perf_counter() - wall, cpu_seconds() - cpu
+    wall, after = time.perf_counter() - wall, process_cpu()
+    cpu = dict.fromkeys(ROLES, 0.0)
+    for pid, (role, seconds) in after.items():
+        cpu[role] += seconds - before.get(pid, (role, 0.0))[1]
+    return clips, wall, cpu
 
 
-def rates(passes: list[tuple[int, float, float]]) -> tuple[float, float]:
+def rates(passes: list[Pass]) -> tuple[float, float]:
     """(clips per wall second, clips per CPU second) over ``passes`` together: the Ray Data stream decodes the
     next epoch ahead, so single passes of it overlap and only their sum is a fair rate."""
-    clips, wall, cpu = (sum(column) for column in zip(*passes))
+    clips, wall = sum(p[0] for p in passes), sum(p[1] for p in passes)
+    cpu = sum(sum(p[2].values()) for p in passes)
     return clips / wall, clips / max(cpu, 1e-9)
 
 
+def cpu_per_clip(passes: list[Pass]) -> str:
+    """Milliseconds of CPU per clip by role over ``passes``."""
+    clips = sum(p[0] for p in passes)
+    return ", ".join(f"{role} {1000 * sum(p[2][role] for p in passes) / clips:.1f}" for role in ROLES
+                     if any(p[2][role] for p in passes))
+
+
+def steady(passes: list[Pass]) -> list[Pass]:
+    """The passes between the first and the last. The first carries start-up and, for (b), the decoding its stream
+    does ahead for later passes; the last uses clips decoded ahead without decoding any further ahead itself. In
+    the passes between, the stream starts and ends about equally far ahead, so their sum is an unbiased rate."""
+    return passes[1:-1] if len(passes) >= 3 else passes[1:] or passes
+
+
 def start_ray(workers: int) -> None:
-    """A fresh local Ray with ``workers`` CPUs for the decode tasks."""
+    """A fresh local Ray with ``workers`` CPUs for the decode tasks, left to finish starting before it returns.
+
+    ``ray.init`` returns while Ray's own processes (dashboard agent, log monitor, prestarted workers) are still
+    importing and registering; on 2 cores that work would otherwise run inside (b)'s first timed passes. Like the
+    ``ray.init`` call itself it is Ray's start-up, paid once per job, not the data path's cost, so it is timed
+    and printed here, and (b) starts when the machine is quiet again."""
     import ray
 
+    start = time.perf_counter()
     for attempt in range(3):  # Ray gives its raylet 30 s to register; a loaded machine can miss that
         try:
             ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
-            return
+            break
         except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeout
             print(f"ray.init failed ({error}); retrying", flush=True)
             ray.shutdown()
+    ready = time.perf_counter()
+    settled = wait_until_quiet(timeout=30.0)
+    print(f"Ray start-up (not timed): ray.init {ready - start:.1f} s, its processes quiet "
+          f"{settled:.1f} s later", flush=True)
+
+
+def wait_until_quiet(timeout: float, window: float = 1.0, threshold: float = 0.15) -> float:
+    """Seconds until this process and its descendants use less than ``threshold`` cores over ``window`` seconds
+    (at most ``timeout``)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        cpu = cpu_seconds()
+        time.sleep(window)
+        if (cpu_seconds() - cpu) / window < threshold:
+            break
+    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,11 +263,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(records)} videos {width}x{height}x{args.frames}, clip {args.segments}x{args.frames_per_segment} "
           f"frames at {args.input_size}px, short_side={args.short_side}, workers={args.workers}, "
           f"batch={args.batch_size}, cpus={os.cpu_count()}, load={os.getloadavg()[0]:.1f}", flush=True)
+    if len(records) * (args.passes - 2) < 2 * 64 * args.workers:
+        print(f"note: the steady passes hold fewer clips than the Ray Data stream may decode ahead (a block of up "
+              f"to 64 clips per decode task), so its steady rate can show clips decoded earlier: compare the whole "
+              f"runs, or use more --videos or --passes", flush=True)
     # One method at a time, all its passes back to back: the Ray Data stream (b) runs every pass in one execution
     # and keeps decoding ahead, so interleaving it with (a) and (c) would let it work during their timed passes.
     # Ray is shut down before (a) and (c) run, so its daemons do not load them either. Wall-clock rates depend
     # on the machine's load at the time; clips per CPU-second (all processes involved) much less.
-    results: dict[str, list[list[tuple[int, float, float]]]] = {}  # method -> rounds -> passes
+    results: dict[str, list[list[Pass]]] = {}  # method -> rounds -> passes
     for _ in range(args.rounds):
         for key in [k for k in "bac" if k in args.only]:
             if key == "b":
@@ -214,23 +287,25 @@ def main(argv: list[str] | None = None) -> None:
                 ray.shutdown()
             del one_pass  # the DataLoader's workers end with it
             print(f"{key} (load {os.getloadavg()[0]:.1f}) per pass: " + "  ".join(
-                f"{clips / wall:.1f} clips/s {clips / cpu:.1f} clips/cpu-s" for clips, wall, cpu in passes),
+                f"{clips / wall:.1f} clips/s {clips / sum(cpu.values()):.1f} clips/cpu-s" for clips, wall, cpu in passes),
                 flush=True)
     names = {"a": "(a) bare decord loop, 1 process", "b": f"(b) Ray Data, {args.workers} decode tasks",
              "c": f"(c) DataLoader, {args.workers} workers"}
     wall, per_cpu = {}, {}
     for key, rounds in results.items():
         first = rates([passes[0] for passes in rounds])[0]
-        wall[key], per_cpu[key] = rates([p for passes in rounds for p in (passes[1:] or passes)])
+        wall[key], per_cpu[key] = rates([p for passes in rounds for p in steady(passes)])
         print(f"{names[key]:34s}: first pass {first:6.1f} clips/s; steady passes {wall[key]:6.1f} clips/s, "
               f"{per_cpu[key]:6.1f} clips per CPU-second")
+        print(f"{'':36s}CPU ms per clip: steady {cpu_per_clip([p for passes in rounds for p in steady(passes)])}; "
+              f"first pass {cpu_per_clip([passes[0] for passes in rounds])}")
     if "a" in wall and "b" in wall:
         print(f"b/a = {wall['b'] / wall['a']:.2f} wall ({wall['b'] / wall['a'] / args.workers:.2f} per decode task); "
               f"per CPU-second b/a = {per_cpu['b'] / per_cpu['a']:.2f}")
     if "c" in wall and "b" in wall:
         print(f"b/c = {wall['b'] / wall['c']:.2f} wall; per CPU-second b/c = {per_cpu['b'] / per_cpu['c']:.2f}")
-        # The steady passes of (b) can start with clips its stream decoded ahead during the first pass; the whole
-        # run (first passes included, start-up too) is the conservative comparison.
+        # The whole run (first and last passes included: the data path's start-up, e.g. Ray Data's own actors
+        # and the decode workers' imports, and the DataLoader's worker spawn) is the conservative comparison.
         whole = {key: rates([p for passes in results[key] for p in passes])[0] for key in "bc"}
         print(f"whole runs, first passes included: b {whole['b']:.1f}, c {whole['c']:.1f} clips/s, "
               f"b/c = {whole['b'] / whole['c']:.2f} wall")

@@ -12,7 +12,8 @@ from actionray.platform.data.annotations import read_list
 from actionray.platform.data.ingest import (
     TooManySkippedError, dataset_config, iter_model_batches, shard_datasets, skip_report,
 )
-from actionray.platform.data.pipeline import build_clip_dataset, monitor_of
+from actionray.platform.data.monitor import monitor_of
+from actionray.platform.data.pipeline import build_clip_dataset
 from actionray.platform.data.sampling import SamplingSpec, sample_clip
 
 FRAMES = 24  # synth_videos: 24-frame 64x48 mp4s, 8 classes x (3 train + 1 val)

@@ -27,9 +27,8 @@ import ray
 import ray.train
 import torch
 
-from actionray.platform.data.pipeline import (
-    LAYOUT_KEY, MONITOR_KEY, RECIPE_KEY, PassLayout, build_clip_dataset, context_of, execution_options, monitor_of,
-)
+from actionray.platform.data.monitor import MONITOR_KEY, context_of, monitor_of
+from actionray.platform.data.pipeline import LAYOUT_KEY, RECIPE_KEY, PassLayout, build_clip_dataset, execution_options
 from actionray.platform.data.sampling import Split
 from actionray.platform.data.transforms import normalize
 

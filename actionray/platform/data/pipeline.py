@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -39,63 +38,18 @@ import ray
 
 from actionray.platform.data.annotations import read_list
 from actionray.platform.data.decode import DecodeError, open_video
+from actionray.platform.data.monitor import MONITOR_KEY, get_monitor, new_monitor
 from actionray.platform.data.sampling import SamplingSpec, Split, sample_clip
 from actionray.platform.data.transforms import build_clip_transform, flip_label
 
 __all__ = [
-    "build_clip_dataset", "PassLayout", "PipelineMonitor", "list_for_split", "MONITOR_KEY", "LAYOUT_KEY",
-    "RECIPE_KEY", "transform_rng", "DecodeJob", "decode_sample", "execution_options", "monitor_of",
-    "context_of",
+    "build_clip_dataset", "PassLayout", "list_for_split", "LAYOUT_KEY", "RECIPE_KEY", "transform_rng", "DecodeJob",
+    "decode_sample", "execution_options",
 ]
 
 log = logging.getLogger(__name__)
-MONITOR_KEY = "actionray.pipeline_monitor"  # DataContext config keys: the monitor actor's name,
-LAYOUT_KEY = "actionray.pass_layout"  # the dataset's PassLayout,
-RECIPE_KEY = "actionray.recipe"  # and how to build it again for another shard (ingest.ClipDataConfig)
-NAMESPACE = "actionray"
-_OWNED_MONITORS: dict[str, Any] = {}  # monitors created by this process, kept referenced
-
-
-@ray.remote(num_cpus=0)
-class PipelineMonitor:
-    """Per-dataset state shared by the driver, decode tasks and training workers: skipped rows, and how many
-    train streams (Ray Data executions) workers started."""
-
-    def __init__(self, num_rows: int):
-        self.num_rows = num_rows
-        self.stream_starts = 0
-        self.skipped: dict[int, dict[int, str]] = {}  # epoch -> {index: "path: reason"}
-
-    def stream_started(self) -> int:
-        self.stream_starts += 1
-        return self.stream_starts
-
-    def starts(self) -> int:
-        return self.stream_starts
-
-    def record_skip(self, epoch: int, index: int, reason: str) -> None:
-        self.skipped.setdefault(int(epoch), {})[int(index)] = reason
-
-    def report(self, epoch: int) -> dict[str, Any]:
-        skipped = self.skipped.get(int(epoch), {})
-        return {"epoch": int(epoch), "num_rows": self.num_rows, "skipped": len(skipped),
-                "reasons": dict(sorted(skipped.items()))}
-
-
-@functools.lru_cache(maxsize=64)
-def _monitor(name: str):
-    return ray.get_actor(name, namespace=NAMESPACE)
-
-
-def context_of(shard) -> "ray.data.DataContext":
-    """The DataContext of a dataset or of a DataIterator (a Train worker's shard)."""
-    return shard.context if isinstance(shard, ray.data.Dataset) else shard.get_context()
-
-
-def monitor_of(shard):
-    """The pipeline monitor of a dataset or DataIterator built here, or None."""
-    name = context_of(shard).get_config(MONITOR_KEY)
-    return _monitor(name) if name is not None else None
+LAYOUT_KEY = "actionray.pass_layout"  # DataContext config keys (next to monitor.MONITOR_KEY): the PassLayout,
+RECIPE_KEY = "actionray.recipe"  # and how to build the dataset again for another shard (ingest.ClipDataConfig)
 
 
 @dataclass(frozen=True)
@@ -209,7 +163,7 @@ def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries,
             if job.on_error == "raise":
                 raise DecodeError(error.path, f"{error.reason} (list entry {index}, {source}, "
                                               f"split {job.split})") from None
-            ray.get(_monitor(job.monitor).record_skip.remote(epoch, index, reason))
+            ray.get(get_monitor(job.monitor).record_skip.remote(epoch, index, reason))
             if job.split != "train":
                 continue
             row = _skipped_row(job, index, epoch)  # train streams count every position (module docstring)
@@ -291,9 +245,7 @@ def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None, shard
     # ``source`` (list file:line) lets a decode error name the line to fix
     entries = list_table(records, list_file)
     if monitor is None:
-        monitor = f"actionray_pipeline_{split}_{uuid.uuid4().hex[:12]}"
-        # Owned by the creating process (the driver or a Tune trial); the handle is kept so it lives as long.
-        _OWNED_MONITORS[monitor] = PipelineMonitor.options(name=monitor, namespace=NAMESPACE).remote(len(records))
+        monitor = new_monitor(split, len(records))
     job = DecodeJob.from_config(cfg, split, monitor)
     tasks = max(1, data.decode_tasks // world)  # data.decode_tasks is the pool of the whole split
     # Input blocks: one decode task streams a block out decode_batch_size rows at a time, so a big block does not

@@ -1,0 +1,71 @@
+"""The pipeline monitor: a small named actor per dataset that counts skipped samples (with reasons) and train
+stream starts, shared by the driver, the decode tasks and the training workers.
+
+This module imports only Ray on purpose: the actor's process imports it to run ``PipelineMonitor``, and pulling
+in the pipeline (torch, decord) would cost that process about 2 CPU-seconds and 200 MB at every run's start,
+on the same cores as the first decode tasks (measured, docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from typing import Any
+
+import ray
+
+__all__ = ["PipelineMonitor", "new_monitor", "get_monitor", "monitor_of", "context_of", "MONITOR_KEY", "NAMESPACE"]
+
+MONITOR_KEY = "actionray.pipeline_monitor"  # DataContext config key: the monitor actor's name
+NAMESPACE = "actionray"
+_OWNED_MONITORS: dict[str, Any] = {}  # monitors created by this process, kept referenced
+
+
+@ray.remote(num_cpus=0)
+class PipelineMonitor:
+    """Per-dataset state: skipped rows, and how many train streams (Ray Data executions) workers started."""
+
+    def __init__(self, num_rows: int):
+        self.num_rows = num_rows
+        self.stream_starts = 0
+        self.skipped: dict[int, dict[int, str]] = {}  # epoch -> {index: "path: reason"}
+
+    def stream_started(self) -> int:
+        self.stream_starts += 1
+        return self.stream_starts
+
+    def starts(self) -> int:
+        return self.stream_starts
+
+    def record_skip(self, epoch: int, index: int, reason: str) -> None:
+        self.skipped.setdefault(int(epoch), {})[int(index)] = reason
+
+    def report(self, epoch: int) -> dict[str, Any]:
+        skipped = self.skipped.get(int(epoch), {})
+        return {"epoch": int(epoch), "num_rows": self.num_rows, "skipped": len(skipped),
+                "reasons": dict(sorted(skipped.items()))}
+
+
+def new_monitor(split: str, num_rows: int) -> str:
+    """Start a monitor for a dataset of ``num_rows`` list entries; returns its actor name. It is owned by the
+    calling process (the driver or a Tune trial), which keeps the handle so the monitor lives as long."""
+    name = f"actionray_pipeline_{split}_{uuid.uuid4().hex[:12]}"
+    _OWNED_MONITORS[name] = PipelineMonitor.options(name=name, namespace=NAMESPACE).remote(num_rows)
+    return name
+
+
+@functools.lru_cache(maxsize=64)
+def get_monitor(name: str):
+    """The handle of the monitor called ``name`` (cached per process)."""
+    return ray.get_actor(name, namespace=NAMESPACE)
+
+
+def context_of(shard) -> "ray.data.DataContext":
+    """The DataContext of a dataset or of a DataIterator (a Train worker's shard)."""
+    return shard.context if isinstance(shard, ray.data.Dataset) else shard.get_context()
+
+
+def monitor_of(shard):
+    """The pipeline monitor of a dataset or DataIterator built by ``build_clip_dataset``, or None."""
+    name = context_of(shard).get_config(MONITOR_KEY)
+    return get_monitor(name) if name is not None else None

@@ -1,0 +1,49 @@
+"""The data-throughput benchmark's accounting helpers (the benchmark itself is a script, not a test)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def bench():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "data_throughput.py"
+    spec = importlib.util.spec_from_file_location("data_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pass(clips: int, wall: float, workers: float = 0.0, consumer: float = 1.0):
+    return clips, wall, {"workers": workers, "consumer": consumer, "Ray's own processes": 0.0}
+
+
+def test_steady_passes_leave_out_the_first_and_the_last(bench):
+    passes = [_pass(10, float(i + 1)) for i in range(5)]
+    assert bench.steady(passes) == passes[1:4]
+    assert bench.steady(passes[:2]) == passes[1:2]  # too few to drop the last
+    assert bench.steady(passes[:1]) == passes[:1]
+
+
+def test_rates_pool_passes_and_cpu_per_clip_splits_roles(bench):
+    passes = [_pass(10, 2.0, workers=1.0, consumer=0.5), _pass(30, 2.0, workers=3.0, consumer=0.5)]
+    wall, per_cpu = bench.rates(passes)
+    assert wall == pytest.approx(10.0) and per_cpu == pytest.approx(8.0)
+    assert bench.cpu_per_clip(passes) == "workers 100.0, consumer 25.0"
+
+
+def test_process_cpu_counts_this_process_as_consumer_and_its_children(bench):
+    busy = "import time\nend = time.time() + 0.6\nwhile time.time() < end: pass"
+    child = subprocess.Popen([sys.executable, "-c", busy])
+    try:
+        time.sleep(0.3)
+        roles = bench.process_cpu()
+        assert roles[child.pid][0] == "Ray's own processes"  # neither this process nor a worker
+        assert roles[os.getpid()][0] == "consumer"
+    finally:
+        child.wait()
