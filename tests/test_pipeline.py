@@ -1,6 +1,8 @@
 """The Ray Data clip pipeline on a real local Ray: rows, epochs, views, bad samples, and 2-worker sharding."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -214,6 +216,14 @@ def test_second_epoch_draws_new_offsets(two_worker_run):
     first = {row["index"]: row["frames"] for rank in two_worker_run for row in rank["0"]}
     second = {row["index"]: row["frames"] for rank in two_worker_run for row in rank["1"]}
     assert sum(first[i] != second[i] for i in first) >= len(first) // 2
+
+
+def test_monitor_module_stays_light():
+    """The monitor actor's process imports only its module: torch or decord there costs every run ~2 CPU-s."""
+    probe = ("import sys, actionray.platform.data.monitor\n"
+             "print(sorted(m for m in ('torch', 'decord') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
 
 
 def test_epoch_cutter_holds_early_rows_of_later_epochs_without_losing_any():
