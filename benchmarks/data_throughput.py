@@ -218,7 +218,7 @@ def start_ray(workers: int) -> None:
     import ray
 
     start = time.perf_counter()
-    for attempt in range(3):  # Ray gives its raylet 30 s to register; a loaded machine can miss that
+    for _ in range(3):  # Ray gives its raylet 30 s to register; a loaded machine can miss that
         try:
             ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
@@ -226,6 +226,8 @@ def start_ray(workers: int) -> None:
         except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeout
             print(f"ray.init failed ({error}); retrying", flush=True)
             ray.shutdown()
+    else:
+        raise RuntimeError("local Ray did not start in 3 attempts (see the errors above)")
     ready = time.perf_counter()
     settled = wait_until_quiet(timeout=30.0)
     print(f"Ray start-up (not timed): ray.init {ready - start:.1f} s, its processes quiet "
@@ -287,18 +289,17 @@ def main(argv: list[str] | None = None) -> None:
                 ray.shutdown()
             del one_pass  # the DataLoader's workers end with it
             print(f"{key} (load {os.getloadavg()[0]:.1f}) per pass: " + "  ".join(
-                f"{clips / wall:.1f} clips/s {clips / sum(cpu.values()):.1f} clips/cpu-s" for clips, wall, cpu in passes),
-                flush=True)
+                f"{clips / wall:.1f} clips/s {clips / sum(cpu.values()):.1f} clips/cpu-s"
+                for clips, wall, cpu in passes), flush=True)
     names = {"a": "(a) bare decord loop, 1 process", "b": f"(b) Ray Data, {args.workers} decode tasks",
              "c": f"(c) DataLoader, {args.workers} workers"}
     wall, per_cpu = {}, {}
     for key, rounds in results.items():
-        first = rates([passes[0] for passes in rounds])[0]
-        wall[key], per_cpu[key] = rates([p for passes in rounds for p in steady(passes)])
-        print(f"{names[key]:34s}: first pass {first:6.1f} clips/s; steady passes {wall[key]:6.1f} clips/s, "
-              f"{per_cpu[key]:6.1f} clips per CPU-second")
-        print(f"{'':36s}CPU ms per clip: steady {cpu_per_clip([p for passes in rounds for p in steady(passes)])}; "
-              f"first pass {cpu_per_clip([passes[0] for passes in rounds])}")
+        firsts, steadies = [passes[0] for passes in rounds], [p for passes in rounds for p in steady(passes)]
+        wall[key], per_cpu[key] = rates(steadies)
+        print(f"{names[key]:34s}: first pass {rates(firsts)[0]:6.1f} clips/s; steady passes {wall[key]:6.1f} "
+              f"clips/s, {per_cpu[key]:6.1f} clips per CPU-second")
+        print(f"{'':36s}CPU ms per clip: steady {cpu_per_clip(steadies)}; first pass {cpu_per_clip(firsts)}")
     if "a" in wall and "b" in wall:
         print(f"b/a = {wall['b'] / wall['a']:.2f} wall ({wall['b'] / wall['a'] / args.workers:.2f} per decode task); "
               f"per CPU-second b/a = {per_cpu['b'] / per_cpu['a']:.2f}")
