@@ -29,7 +29,7 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
 
-from actionray.platform.config import build_config  # noqa: E402
+from actionray.config import build_config  # noqa: E402
 from actionray.platform.data.annotations import read_list  # noqa: E402
 from actionray.platform.data.pipeline import DecodeJob, decode_sample  # noqa: E402
 from actionray.platform.data.transforms import normalize  # noqa: E402
@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_config(args: argparse.Namespace, list_file: Path, num_classes: int):
-    return build_config({"data": {
+    return build_config({"method": {"name": "tsn"}, "data": {
         "train_list": str(list_file), "val_list": str(list_file), "num_classes": num_classes,
         "num_segments": args.segments, "frames_per_segment": args.frames_per_segment,
         "input_size": args.input_size, "decode_short_side": args.short_side, "batch_size": args.batch_size,
@@ -101,13 +101,15 @@ def bare_runner(cfg, records) -> Callable[[int], int]:
 
 def ray_runner(cfg) -> Callable[[int], int]:
     """(b) Ray Data pipeline iterated as a training worker does: one pass -> clips."""
-    from actionray.platform.data.ingest import iter_model_batches
+    from actionray.platform.data.ingest import TrainStreams, iter_model_batches
     from actionray.platform.data.pipeline import build_clip_dataset
 
     ds = build_clip_dataset(cfg, "train")
+    streams = TrainStreams()  # the run's one stream; it closes itself after its last pass
 
     def one_pass(epoch: int) -> int:
-        return sum(len(batch["label"]) for batch in iter_model_batches(ds, cfg, "train", epoch=epoch))
+        return sum(len(batch["label"]) for batch in iter_model_batches(ds, cfg, "train", epoch=epoch,
+                                                                       streams=streams))
     return one_pass
 
 
@@ -248,7 +250,7 @@ def wait_until_quiet(timeout: float, window: float = 1.0, threshold: float = 0.1
 
 def main(argv: list[str] | None = None) -> None:
     """Generate the videos, time (a), (b), (c) and print clips/s with the ratios b/a and b/c."""
-    from actionray.platform.data.synth import generate_dataset
+    from actionray.synthetic.videos import generate_dataset
 
     args = parse_args(argv)
     torch.set_num_threads(1)

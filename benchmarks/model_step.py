@@ -20,7 +20,7 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -64,16 +64,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_step(model: nn.Module, x: torch.Tensor, bf16: bool) -> tuple[float, float]:
-    """One forward+backward (cross-entropy); returns (wall seconds, process CPU seconds)."""
+def train_step(model: nn.Module, x: torch.Tensor, bf16: bool, optimizer: torch.optim.Optimizer | None = None,
+               loss_fn: Callable[[Any], torch.Tensor] | None = None) -> tuple[float, float]:
+    """One forward+backward (cross-entropy on class 0, or ``loss_fn(output)``), then ``optimizer.step()`` if given;
+    returns (wall seconds, process CPU seconds)."""
     target = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     amp = torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     model.zero_grad(set_to_none=True)
     _sync(x.device)
     wall, cpu = time.perf_counter(), time.process_time()
     with amp:
-        loss = nn.functional.cross_entropy(model(x), target)
+        output = model(x)
+        loss = loss_fn(output) if loss_fn else nn.functional.cross_entropy(output, target)
     loss.backward()
+    if optimizer is not None:
+        optimizer.step()
     _sync(x.device)
     return time.perf_counter() - wall, time.process_time() - cpu
 

@@ -26,16 +26,13 @@ def ray_local():
     ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False,
              logging_level=logging.WARNING, object_store_memory=1 << 30)
     yield ray
-    from actionray.platform.data.ingest import close_streams
-
-    close_streams()  # train streams this process left open, before their Ray goes away
     ray.shutdown()
 
 
 @pytest.fixture(scope="session")
 def synth_videos(tmp_path_factory) -> "SynthDataset":
     """A small generated mp4 data set (every built-in class, 4 videos each, 24 frames, 64x48)."""
-    from actionray.platform.data.synth import generate_dataset
+    from actionray.synthetic.videos import generate_dataset
 
     out = tmp_path_factory.mktemp("synth_mp4")
     return generate_dataset(out, videos_per_class=4, frames=24, size=(64, 48), seed=0, format="mp4")
@@ -44,7 +41,7 @@ def synth_videos(tmp_path_factory) -> "SynthDataset":
 @pytest.fixture(scope="session")
 def synth_frames(tmp_path_factory) -> "SynthDataset":
     """The same kind of data set stored as JPEG frame folders (img_00001.jpg ...)."""
-    from actionray.platform.data.synth import generate_dataset
+    from actionray.synthetic.videos import generate_dataset
 
     out = tmp_path_factory.mktemp("synth_frames")
     return generate_dataset(out, videos_per_class=2, frames=16, size=(64, 48), seed=1, format="frames")

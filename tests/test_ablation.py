@@ -12,28 +12,31 @@ import pandas as pd
 import pytest
 
 from actionray.cli import main
-from actionray.platform.ablation import (ablation_table, baseline_cell, build_axes, build_cells, load_preset,
-                                         parse_grid_item, validate_cells)
-from actionray.platform.config import ConfigError, load_config
-from actionray.platform.report import ablation_cells_text, render_ablation
+from actionray.config import METHODS, ConfigError, load_config
+from actionray.platform.ablation import (baseline_cell, build_axes, build_cells, load_preset, parse_grid_item,
+                                         validate_cells)
+from actionray.platform.report import ablation_cells_text, ablation_table, render_ablation
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = str(REPO / "configs" / "demo_tsn.yaml")
+PRESETS = REPO / "actionray" / "ablation_presets"
+CLASSIFIER = {"metrics": ("val_top1", "val_top5", "val_mean_class_acc"), "primary": "val_top1",
+              "percent": ("val_top1", "val_top5", "val_mean_class_acc")}
 
 
 def cells_of(*items: str) -> list[dict]:
-    return build_cells(build_axes(dict(parse_grid_item(i) for i in items)))
+    return build_cells(build_axes(dict(parse_grid_item(i) for i in items), catalog=METHODS))
 
 
 def test_cells_are_the_full_product_in_grid_order_with_short_variant_names():
-    cells = cells_of("model.gtm=true,false", "loss.ccl.enabled=false,true")
+    cells = cells_of("method.gtm=true,false", "method.ccl.enabled=false,true")
     assert [c["variant"] for c in cells] == ["gtm1-ccl0", "gtm1-ccl1", "gtm0-ccl0", "gtm0-ccl1"]
-    assert cells[1]["overrides"] == {"model.gtm": True, "loss.ccl.enabled": True}
+    assert cells[1]["overrides"] == {"method.gtm": True, "method.ccl.enabled": True}
     assert cells[1]["axes"] == {"gtm": "on", "ccl": "on"}
 
 
 def test_baseline_is_the_all_off_cell_when_there_is_one():
-    assert baseline_cell(cells_of("model.gtm=true,false", "loss.ccl.enabled=true,false"))["variant"] == "gtm0-ccl0"
+    assert baseline_cell(cells_of("method.gtm=true,false", "method.ccl.enabled=true,false"))["variant"] == "gtm0-ccl0"
 
 
 def test_baseline_is_the_first_cell_without_an_all_off_cell():
@@ -41,56 +44,57 @@ def test_baseline_is_the_first_cell_without_an_all_off_cell():
 
 
 def test_a_named_preset_axis_value_sets_several_keys():
-    preset = load_preset(REPO / "configs" / "ablations" / "tcp_head.yaml")
-    cells = build_cells(build_axes({"method": ["tsn", "tcp"]}, preset))
+    preset = load_preset(PRESETS / "tcp_head.yaml")
+    cells = build_cells(build_axes({"method": ["tsn", "tcp"]}, preset, catalog=METHODS))
     assert [c["variant"] for c in cells] == ["tsn", "tcp"]
-    assert cells[1]["overrides"] == {"trainable": "tcp", "model.name": "tcp"}
-    validate_cells(load_config(DEMO).to_dict(), cells, "test")
+    assert cells[1]["overrides"] == {"method.name": "tcp"}
+    validate_cells(load_config(DEMO), cells, "test")
 
 
-def test_changing_model_name_alone_is_rejected_before_running():
-    cells = cells_of("model.name=tsn,tcp")
-    with pytest.raises(ConfigError, match="cell modeltcp .*must equal trainable"):
-        validate_cells(load_config(DEMO).to_dict(), cells, "--grid")
+def test_a_cell_whose_method_lacks_a_key_is_rejected_before_running():
+    cells = cells_of("method.name=gcnet,tsn")
+    base = load_config(DEMO).with_overrides(["method.name=gcnet", "method.gtm=false"])
+    with pytest.raises(ConfigError, match="cell methodtsn .*method.gtm: unknown key"):
+        validate_cells(base, cells, "--grid")
 
 
 def test_unknown_grid_key_is_rejected_with_close_matches():
-    with pytest.raises(ConfigError, match="did you mean: model.gtm"):
-        build_axes({"model.gtn": [True, False]})
+    with pytest.raises(ConfigError, match="did you mean: method.gtm"):
+        build_axes({"method.gtn": [True, False]}, catalog=METHODS)
 
 
 def test_gcnet_preset_is_the_gtm_by_ccl_grid_with_the_paper_numbers():
-    preset = load_preset(REPO / "configs" / "ablations" / "gcnet_ablation.yaml")
-    cells = build_cells(build_axes(preset.grid, preset))
+    preset = load_preset(PRESETS / "gcnet_ablation.yaml")
+    cells = build_cells(build_axes(preset.grid, preset, catalog=METHODS))
     assert [c["variant"] for c in cells] == ["gtm0-ccl0", "gtm0-ccl1", "gtm1-ccl0", "gtm1-ccl1"]
-    assert preset.reference["rows"]["gtm1-ccl1"] == [59.9, 88.6] and preset.requires == {"trainable": "gcnet"}
+    assert preset.reference["rows"]["gtm1-ccl1"] == [59.9, 88.6] and preset.requires == {"method.name": "gcnet"}
 
 
 def test_preset_with_an_unknown_field_is_rejected(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("grid: {model.gtm: [true]}\nseed: 3\n")
+    path.write_text("grid: {method.gtm: [true]}\nseed: 3\n")
     with pytest.raises(ConfigError, match="unknown preset field"):
         load_preset(path)
 
 
 def test_table_has_mean_and_sample_std_over_seeds_and_delta_against_baseline():
-    cells = cells_of("model.gtm=false,true")
+    cells = cells_of("method.gtm=false,true")
     runs = pd.DataFrame({"variant": ["gtm0", "gtm0", "gtm1", "gtm1"], "seed": [0, 1, 0, 1],
                          "val_top1": [0.50, 0.60, 0.70, 0.80], "val_top5": [0.9] * 4, "val_mean_class_acc": [0.5] * 4})
-    table = ablation_table(runs, cells)
+    table = ablation_table(runs, cells, baseline="gtm0", **CLASSIFIER)
     row = table.set_index("variant").loc["gtm1"]
     assert row["val_top1_mean"] == pytest.approx(75.0) and row["val_top1_std"] == pytest.approx(math.sqrt(50.0))
     assert row["delta"] == pytest.approx(20.0) and row["seeds"] == 2
 
 
 def test_rendered_table_bolds_the_best_value_and_marks_the_baseline():
-    cells = cells_of("model.gtm=false,true")
+    cells = cells_of("method.gtm=false,true")
     runs = pd.DataFrame({"variant": ["gtm0", "gtm1"], "seed": [0, 0], "val_top1": [0.5, 0.75],
                          "val_top5": [0.9, 0.8], "val_mean_class_acc": [0.5, 0.5]})
-    rows = ablation_cells_text(ablation_table(runs, cells))
+    rows = ablation_cells_text(ablation_table(runs, cells, baseline="gtm0", **CLASSIFIER))
     assert rows[1]["val_top1"] == "**75.00**" and rows[0]["val_top5"] == "**90.00**"
     assert rows[0]["Δ val_top1"] == "baseline" and rows[1]["Δ val_top1"] == "+25.00"
-    assert "<b>75.00</b>" in render_ablation(ablation_table(runs, cells), "t", "html")
+    assert "<b>75.00</b>" in render_ablation(ablation_table(runs, cells, baseline="gtm0", **CLASSIFIER), "t", "html")
 
 
 # --- a real 2x2 ablation, one seed ------------------------------------------------------------------------
@@ -98,7 +102,7 @@ def test_rendered_table_bolds_the_best_value_and_marks_the_baseline():
 
 @pytest.fixture(scope="module")
 def ablation(ray_local, synth_videos, tmp_path_factory):
-    """``actionray ablate`` over data.flip x loss.label_smoothing on the shrunk demo config, all 4 cells at once
+    """``actionray ablate`` over data.flip x method.label_smoothing on the shrunk demo config, all 4 cells at once
     (the planner would allow 2 on 4 CPUs; 4 quarter-CPU workers still leave 2 CPUs for decoding)."""
     from mlflow.tracking import MlflowClient
 
@@ -109,7 +113,7 @@ def ablation(ray_local, synth_videos, tmp_path_factory):
     sets = [arg for o in tiny_overrides(synth_videos, root, uri) for arg in ("--set", o)]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["ablate", DEMO, "--grid", "data.flip=true,false", "loss.label_smoothing=0.0,0.1",
+        code = main(["ablate", DEMO, "--grid", "data.flip=true,false", "method.label_smoothing=0.0,0.1",
                      "--seeds", "1", "--name", "flip-ls", "--max-concurrent", "4", *sets,
                      "--set", "scaling.cpus_per_worker=0.25"])
     client = MlflowClient(uri)
@@ -131,7 +135,7 @@ def test_ablation_logs_one_child_per_cell_tagged_for_filtering(ablation):
     for child in children:
         tags, params = child.data.tags, child.data.params
         assert tags["axis.flip"] == ("on" if params["data.flip"] == "True" else "off")
-        assert tags["axis.label_smoothing"] == params["loss.label_smoothing"]
+        assert tags["axis.label_smoothing"] == params["method.label_smoothing"]
         assert tags["seed"] == "0" and child.info.status == "FINISHED"
     assert ablation["parent"].data.tags["actionray.baseline"] == "flip0-label_smoothing0.0"
 
@@ -168,5 +172,5 @@ def test_report_rerenders_the_same_table_from_child_runs(ablation, tmp_path):
 
 
 def test_preset_name_resolves_outside_the_repository_root(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no configs/ablations here: the repository's presets are used
-    assert load_preset("gcnet_ablation").grid == {"model.gtm": [False, True], "loss.ccl.enabled": [False, True]}
+    monkeypatch.chdir(tmp_path)  # the shipped presets are package data, found from any folder
+    assert load_preset("gcnet_ablation").grid == {"method.gtm": [False, True], "method.ccl.enabled": [False, True]}

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from actionray.cli import main
-from actionray.platform.config import build_config
+from actionray.config import build_config
 from actionray.platform.data.preview import denormalize, model_clips
 from actionray.platform.data.transforms import normalize
 
@@ -91,7 +91,7 @@ def test_preview_command_draws_one_row_per_clip_and_one_column_per_frame(synth_v
 
 
 def test_preview_clips_are_the_normalised_model_input_turned_back_into_pixels(synth_videos):
-    cfg = build_config({"data": {"train_list": str(synth_videos.train_list), "val_list": str(synth_videos.val_list),
+    cfg = build_config({"method": {"name": "tsn"}, "data": {"train_list": str(synth_videos.train_list), "val_list": str(synth_videos.val_list),
                                  "num_segments": 4, "input_size": 32, "scale_size": 40, "flip": False}})
     clip = model_clips(cfg, "val", num_clips=1)[0]
     assert clip.frames.shape == (4, 32, 32, 3) and clip.frames.dtype == np.uint8

@@ -4,46 +4,94 @@ from pathlib import Path
 
 import pytest
 
-from actionray.platform.config import ConfigError, build_config, load_config
+from actionray.config import ConfigError, build_config, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
-def test_unknown_key_is_rejected_with_its_path_and_the_allowed_keys():
+TSN = {"method": {"name": "tsn"}}
+
+
+def test_unknown_method_key_is_rejected_with_its_path_and_the_method_keys():
     with pytest.raises(ConfigError) as error:
-        build_config({"model": {"dropuot": 0.5}})
+        build_config({"method": {"name": "tsn", "dropuot": 0.5}})
     message = str(error.value)
-    assert "model.dropuot: unknown key" in message
-    assert "dropout" in message  # the allowed keys are listed
+    assert "method.dropuot: unknown key" in message
+    assert "dropout" in message  # the allowed keys of TSN's section are listed
+
+
+def test_a_method_knob_belongs_to_its_method_only():
+    assert build_config({"method": {"name": "gcnet", "gtm": False}}).method.gtm is False
+    with pytest.raises(ConfigError, match=r"method\.gtm: unknown key"):
+        build_config({"method": {"name": "tsn", "gtm": False}})
+
+
+def test_unknown_platform_key_is_rejected_with_its_path():
+    with pytest.raises(ConfigError, match=r"optim\.lrr: unknown key"):
+        build_config({**TSN, "optim": {"lrr": 0.1}})
+
+
+def test_the_method_must_be_named():
+    with pytest.raises(ConfigError, match=r"method\.name: missing.*tsn"):
+        build_config({"optim": {"lr": 0.1}})
+    with pytest.raises(ConfigError, match=r"method\.name: 'nope' is not a known method"):
+        build_config({"method": {"name": "nope"}})
+
+
+def test_old_schema_keys_say_where_they_moved():
+    with pytest.raises(ConfigError) as error:
+        build_config({"trainable": "gcnet", "model": {"name": "gcnet", "gtm": True},
+                      "loss": {"ccl": {"enabled": True}}, "optim": {"mamba_lr": 0.03}})
+    message = str(error.value)
+    for moved in ("trainable moved to method.name", "model moved to method", "loss moved to method",
+                  "optim.mamba_lr moved to method.mamba_lr"):
+        assert moved in message
+    with pytest.raises(ConfigError, match="model moved to method"):
+        build_config(TSN, ["model.backbone=resnet18"])
+
+
+def test_checkpoint_metric_must_be_one_the_method_reports():
+    assert build_config({**TSN, "train": {"checkpoint_metric": "val_top5"}}).checkpoint_metric == ("val_top5", "max")
+    assert build_config(TSN).checkpoint_metric == ("val_top1", "max")  # the method's primary metric
+    with pytest.raises(ConfigError, match=r"train\.checkpoint_metric: 'val_nope' is not a metric tsn reports"):
+        build_config({**TSN, "train": {"checkpoint_metric": "val_nope"}})
+
+
+def test_an_empty_config_file_is_an_error(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# only a comment\n")
+    with pytest.raises(ConfigError, match="empty"):
+        load_config(path)
+
+
+def test_a_config_rebuilt_from_its_dict_keeps_its_method_section():
+    cfg = build_config({"method": {"name": "tcp", "tcp_iterations": 5}})
+    again = cfg.with_overrides({"optim.lr": 0.5})
+    assert type(again.method) is type(cfg.method) and again.method.tcp_iterations == 5 and again.optim.lr == 0.5
 
 
 def test_bad_value_is_rejected_with_its_path():
     with pytest.raises(ConfigError, match=r"optim\.lr: .*greater than 0"):
-        build_config({"optim": {"lr": -1}})
+        build_config({"method": {"name": "tsn"}, "optim": {"lr": -1}})
 
 
 def test_bad_override_value_is_rejected_with_its_path():
     with pytest.raises(ConfigError, match=r"scaling\.num_workers"):
-        build_config({}, ["scaling.num_workers=zero"])
+        build_config(TSN, ["scaling.num_workers=zero"])
 
 
 def test_override_into_a_value_is_rejected():
     with pytest.raises(ConfigError, match="is a value, not a section"):
-        build_config({"optim": {"lr": 0.1}}, ["optim.lr.x=1"])
+        build_config({"method": {"name": "tsn"}, "optim": {"lr": 0.1}}, ["optim.lr.x=1"])
 
 
 def test_overrides_parse_yaml_values():
-    cfg = build_config({}, ["optim.lr=0.05", "schedule.milestones=[2, 4]", "model.pretrained=null"])
-    assert cfg.optim.lr == 0.05 and cfg.schedule.milestones == [2, 4] and cfg.model.pretrained is None
-
-
-def test_model_name_must_match_trainable():
-    with pytest.raises(ConfigError, match="must equal trainable"):
-        build_config({"trainable": "tdn"})
+    cfg = build_config(TSN, ["optim.lr=0.05", "schedule.milestones=[2, 4]", "method.pretrained=null"])
+    assert cfg.optim.lr == 0.05 and cfg.schedule.milestones == [2, 4] and cfg.method.pretrained is None
 
 
 def test_relative_paths_become_absolute_and_tracking_defaults_to_sqlite_in_cwd(workdir):
-    cfg = build_config({"data": {"train_list": "lists/train.txt"}})
+    cfg = build_config({"method": {"name": "tsn"}, "data": {"train_list": "lists/train.txt"}})
     assert cfg.data.train_list == str(workdir / "lists/train.txt")
     assert cfg.tracking.uri == f"sqlite:///{workdir / 'mlflow.db'}"
 
@@ -60,7 +108,7 @@ def test_embedded_defaults_are_the_demo_setup(workdir):
     # the embedded defaults are the TSN demo recipe: the same training, whether or not a CONFIG is given
     demo = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo_tsn.yaml")
     for key in ("data.input_size", "data.scale_size", "data.batch_size", "data.synth.videos_per_class", "optim.lr",
-                "optim.weight_decay", "schedule.name", "train.epochs", "scaling.torch_threads", "model.backbone"):
+                "optim.weight_decay", "schedule.name", "train.epochs", "scaling.torch_threads", "method.backbone"):
         assert cfg.flat()[key] == demo.flat()[key], key
 
 
@@ -68,7 +116,7 @@ def test_embedded_defaults_are_the_demo_setup(workdir):
 def test_every_shipped_config_loads(path, workdir):
     cfg = load_config(path)
     assert cfg.name == path.stem
-    assert cfg.model.name == cfg.trainable
+    assert cfg.method.name == path.stem.split("_")[-1 if path.stem.startswith("demo_") else 0]
 
 
 def test_the_reference_recipes_and_demos_are_all_shipped():

@@ -60,13 +60,12 @@ def weights(synth_videos, tmp_path_factory):
 
     from actionray.models.checkpoints import reference_key_candidates
     from actionray.platform.checkpoint import save_state
-    from actionray.trainables import get_trainable
     from test_train import tiny_config
 
     folder = tmp_path_factory.mktemp("eval")
     cfg = tiny_config(synth_videos, folder, eval={"output_dir": str(folder / "scores")})
     torch.manual_seed(0)
-    model = get_trainable("tsn").build_model(cfg)
+    model = cfg.recipe.build_model(cfg)
     ours = save_state(folder / "ckpt", {"model": model.state_dict(), "epoch": 1}).parent
     reference = {"module." + reference_key_candidates(k, "tsn")[0]: v for k, v in model.state_dict().items()}
     torch.save({"state_dict": reference}, folder / "reference.pth.tar")

@@ -82,7 +82,7 @@ def logged(server, ray_local, synth_videos, tmp_path_factory):
     overrides = [o for o in tiny_overrides(synth_videos, root, server) if not o.startswith("tracking.artifact")]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["ablate", DEMO, "--grid", "loss.label_smoothing=0.0,0.1", "--name", "ls-server",
+        code = main(["ablate", DEMO, "--grid", "method.label_smoothing=0.0,0.1", "--name", "ls-server",
                      *[a for o in overrides for a in ("--set", o)]])
     exp = get(server, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="actionray")["experiment"]
     found = post(server, "/api/2.0/mlflow/runs/search", {
@@ -108,7 +108,7 @@ def test_server_shows_one_parent_with_a_child_per_cell(logged):
 def test_children_carry_flat_config_params_and_identical_metric_names(logged):
     for child in logged["children"]:
         params = as_dict(child["data"]["params"])
-        assert params["model.name"] == "tsn" and params["loss.label_smoothing"] in ("0.0", "0.1")
+        assert params["method.name"] == "tsn" and params["method.label_smoothing"] in ("0.0", "0.1")
         metrics = {m["key"] for m in child["data"]["metrics"]}
         assert metrics >= {"val_top1", "val_top5", "val_mean_class_acc", "val_loss", "train_loss", "epoch"}
 

@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from actionray.platform.config import build_config
+from actionray.config import build_config
 from actionray.platform.optim import build_optimizer, build_scheduler, clip_gradients, lr_factor
 
 
 def cfg_with(**schedule):
     epochs = schedule.pop("epochs", 10)
-    return build_config({"schedule": schedule, "train": {"epochs": epochs}, "optim": {"lr": 0.1}})
+    return build_config({"method": {"name": "tsn"}, "schedule": schedule, "train": {"epochs": epochs}, "optim": {"lr": 0.1}})
 
 
 def lrs_over(cfg, iters_per_epoch, steps, groups=None):
@@ -71,21 +71,21 @@ def test_all_groups_follow_the_schedule_including_fixed_lr_group():
 
 
 def test_sgd_uses_momentum_weight_decay_and_nesterov_from_config():
-    cfg = build_config({"optim": {"lr": 0.1, "momentum": 0.8, "weight_decay": 1e-3, "nesterov": True}})
+    cfg = build_config({"method": {"name": "tsn"}, "optim": {"lr": 0.1, "momentum": 0.8, "weight_decay": 1e-3, "nesterov": True}})
     opt = build_optimizer([{"params": list(torch.nn.Linear(2, 2).parameters())}], cfg)
     group = opt.param_groups[0]
     assert (group["momentum"], group["weight_decay"], group["nesterov"]) == (0.8, 1e-3, True)
 
 
 def test_adamw_keeps_per_group_lr_and_decoupled_weight_decay():
-    cfg = build_config({"optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "betas": [0.9, 0.99]}})
+    cfg = build_config({"method": {"name": "tsn"}, "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "betas": [0.9, 0.99]}})
     model = torch.nn.Linear(2, 2)
     opt = build_optimizer([{"params": [model.weight]}, {"params": [model.bias], "lr": 1e-2}], cfg)
     assert isinstance(opt, torch.optim.AdamW)
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-2]
     assert opt.param_groups[0]["betas"] == (0.9, 0.99) and opt.param_groups[0]["weight_decay"] == 0.05
     # the schedule multiplies every group's own base lr, whatever the optimizer
-    sched = build_scheduler(opt, build_config({"optim": {"name": "adamw", "lr": 1e-3},
+    sched = build_scheduler(opt, build_config({"method": {"name": "tsn"}, "optim": {"name": "adamw", "lr": 1e-3},
                                                "schedule": {"name": "step", "milestones": [1]}}), 2)
     for _ in range(2):
         opt.step()
@@ -95,7 +95,7 @@ def test_adamw_keeps_per_group_lr_and_decoupled_weight_decay():
 
 def test_optimizer_rejects_model_without_trainable_parameters():
     with pytest.raises(ValueError, match="no trainable parameters"):
-        build_optimizer([{"params": []}], build_config({}))
+        build_optimizer([{"params": []}], build_config({"method": {"name": "tsn"}}))
 
 
 def test_gradient_clipping_bounds_total_norm():

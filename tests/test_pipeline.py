@@ -9,10 +9,10 @@ import pytest
 import ray
 import torch
 
-from actionray.platform.config import build_config, config_from_dict
+from actionray.config import build_config, config_from_dict
 from actionray.platform.data.annotations import read_list
 from actionray.platform.data.ingest import (
-    TooManySkippedError, dataset_config, iter_model_batches, shard_datasets, skip_report,
+    TooManySkippedError, TrainStreams, dataset_config, iter_model_batches, shard_datasets, skip_report,
 )
 from actionray.platform.data.monitor import monitor_of
 from actionray.platform.data.pipeline import build_clip_dataset
@@ -30,9 +30,19 @@ def make_cfg(synth, **data):
     return build_config(tree)
 
 
+# The train streams of this module's passes (a training worker holds one TrainStreams per run).
+STREAMS = TrainStreams()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_train_streams(ray_local):
+    yield
+    STREAMS.close()  # before the module's Ray instance goes away
+
+
 def collect(ds, cfg, split, epoch=0):
     rows = []
-    for batch in iter_model_batches(ds, cfg, split, epoch=epoch):
+    for batch in iter_model_batches(ds, cfg, split, epoch=epoch, streams=STREAMS):
         for k in range(len(batch["index"])):
             rows.append({key: batch[key][k] for key in batch})
     return rows
@@ -54,7 +64,7 @@ def test_train_passes_visit_every_entry_once_in_a_new_seeded_order(ray_local, sy
     # train.deterministic keeps Ray Data's output in input order, so the pass order is observable.
     tree = make_cfg(synth_videos).to_dict()
     tree["train"]["deterministic"] = True
-    cfg = config_from_dict(tree)
+    cfg = build_config(tree)
     ds = build_clip_dataset(cfg, "train", passes=2)
     orders = [[int(r["index"]) for r in collect(ds, cfg, "train", epoch=e)] for e in (0, 1, 0, 1)]
     n = len(read_list(synth_videos.train_list))
@@ -156,11 +166,13 @@ def _shard_loop(config):
     cfg = config_from_dict(config["cfg"])
     shard = ray.train.get_dataset_shard("train")
     seen = {}
+    streams = TrainStreams()
     for epoch in range(2):
         seen[epoch] = [{"index": int(i), "frames": f.tolist(), "label": int(lab), "epoch": int(e),
                         "shape": list(v.shape), "dtype": str(v.dtype), "range": [float(v.min()), float(v.max())]}
-                       for b in iter_model_batches(shard, cfg, "train", epoch=epoch)
+                       for b in iter_model_batches(shard, cfg, "train", epoch=epoch, streams=streams)
                        for i, f, lab, e, v in zip(b["index"], b["frame_indices"], b["label"], b["epoch"], b["video"])]
+    streams.close()
     rank = ray.train.get_context().get_world_rank()
     Path(config["out"], f"rank{rank}.json").write_text(json.dumps(seen))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from actionray.config import build_config
+
 from actionray.platform.config import ConfigError, ExperimentConfig
 from actionray.search_spaces import (apply_dotted, format_set_value, list_spaces, load_space,
                                      validate_space)
@@ -26,8 +28,8 @@ def test_builtin_spaces_are_listed_with_descriptions_and_valid_keys():
 
 def test_ccl_temperature_space_enables_ccl_and_samples_around_reference_values():
     space = load_space("ccl_temperature")
-    assert space.domains["loss.ccl.enabled"].kind == "const"
-    temperature = space.domains["loss.ccl.temperature"]
+    assert space.domains["method.ccl.enabled"].kind == "const"
+    temperature = space.domains["method.ccl.temperature"]
     assert temperature.kind == "loguniform"
     low, high = temperature.args
     assert low < 0.07 and 0.1 < high
@@ -35,7 +37,7 @@ def test_ccl_temperature_space_enables_ccl_and_samples_around_reference_values()
 
 def test_combined_space_includes_the_keys_of_its_parts():
     keys = set(load_space("gcnet_default").keys())
-    assert {"optim.lr", "schedule", "schedule.warmup_epochs", "loss.ccl.temperature", "loss.ccl.weight"} <= keys
+    assert {"optim.lr", "schedule", "schedule.warmup_epochs", "method.ccl.temperature", "method.ccl.weight"} <= keys
 
 
 def test_unknown_key_is_rejected_naming_file_key_and_close_match(tmp_path):
@@ -88,7 +90,7 @@ def test_param_space_maps_domains_to_tune_samplers():
 
 def test_bundle_value_sets_several_keys():
     tree = apply_dotted({}, {"schedule": {"name": "step", "milestones": [25, 35]}, "optim.lr": 0.02})
-    cfg = ExperimentConfig.model_validate(tree)
+    cfg = build_config({"method": {"name": "tsn"}, **tree})
     assert (cfg.schedule.name, cfg.schedule.milestones, cfg.optim.lr) == ("step", [25, 35], 0.02)
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from actionray.platform.data import synth
-from actionray.platform.data.synth import generate_dataset, object_masks, render_video
+from actionray.synthetic import videos as synth
+from actionray.synthetic.videos import generate_dataset, object_masks, render_video
 
 ORDER_PAIRS = [("moving_left", "moving_right"), ("growing", "shrinking"), ("appearing", "disappearing"),
                ("rotating_cw", "rotating_ccw")]
@@ -148,9 +148,9 @@ def test_invalid_arguments_are_rejected_with_the_reason(tmp_path):
 
 
 def test_synth_section_of_a_config_generates_its_data_set(tmp_path):
-    from actionray.platform.config import build_config
+    from actionray.config import build_config
 
-    cfg = build_config({"data": {"synth": {"out_dir": str(tmp_path / "demo"), "classes": ["appearing", "checkered"],
+    cfg = build_config({"method": {"name": "tsn"}, "data": {"synth": {"out_dir": str(tmp_path / "demo"), "classes": ["appearing", "checkered"],
                                            "videos_per_class": 2, "frames": 8, "width": 32, "height": 32}}})
     data = synth.generate_from_config(cfg.data.synth)
     assert data.class_names == ["appearing", "checkered"] and data.root == (tmp_path / "demo").resolve()

@@ -40,9 +40,9 @@ def test_unreachable_server_warns_once_and_turns_tracking_off(fast_http, capsys)
 
 
 def test_start_run_with_unreachable_server_returns_an_inactive_tracker(fast_http, workdir, capsys):
-    from actionray.platform.config import build_config
+    from actionray.config import build_config
 
-    cfg = build_config({"tracking": {"uri": closed_port_uri()}})
+    cfg = build_config({"method": {"name": "tsn"}, "tracking": {"uri": closed_port_uri()}})
     tracker = start_run(cfg, "run")
     assert not tracker.active and tracker.run_id is None
     assert "create run failed" in capsys.readouterr().err
@@ -51,16 +51,16 @@ def test_start_run_with_unreachable_server_returns_an_inactive_tracker(fast_http
 def test_start_run_logs_flattened_config_params_and_provenance_tags(workdir):
     from mlflow.tracking import MlflowClient
 
-    from actionray.platform.config import build_config
+    from actionray.config import build_config
 
-    cfg = build_config({"name": "cfgname", "optim": {"lr": 0.02}})
+    cfg = build_config({"method": {"name": "tsn"}, "name": "cfgname", "optim": {"lr": 0.02}})
     tracker = start_run(cfg, "run-a", parent_run_id="parent123", tags={"variant": "gtm1-ccl0"})
     run = MlflowClient(cfg.tracking.uri).get_run(tracker.run_id)
     assert run.data.params["optim.lr"] == "0.02" and run.data.params["data.num_segments"] == "8"
     assert len(run.data.params) == len(cfg.flat())
     tags = run.data.tags
     assert tags["mlflow.parentRunId"] == "parent123" and tags["variant"] == "gtm1-ccl0"
-    assert tags["config"] == "cfgname" and tags["trainable"] == "tsn" and "torch.version" in tags
+    assert tags["config"] == "cfgname" and tags["method"] == "tsn" and "torch.version" in tags
     assert run.info.artifact_uri.startswith((workdir / "mlartifacts").as_uri())
 
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from actionray.platform.config import ConfigError, build_config
+from actionray.config import ConfigError, build_config
 
 
 def tiny_config(synth, workdir: Path, **sections) -> "ExperimentConfig":
     """ResNet-18 TSN at 32 px, 4 segments, on the session's synth videos; every path inside ``workdir``."""
     tree = {
         "name": "tiny",
-        "model": {"backbone": "resnet18", "dropout": 0.0},
+        "method": {"name": "tsn", "backbone": "resnet18", "dropout": 0.0},
         "data": {"train_list": str(synth.train_list), "val_list": str(synth.val_list),
                  "num_classes": synth.num_classes, "num_segments": 4, "input_size": 32, "scale_size": 36,
                  "batch_size": 4, "decode_tasks": 2, "flip": False},
@@ -69,7 +69,7 @@ def test_fit_logs_one_mlflow_run_with_params_metrics_and_artifacts(two_worker_ru
     assert [r.info.run_id for r in runs] == [summary["mlflow_run_id"]]
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["optim.lr"] == "0.01" and run.data.tags["trainable"] == "tsn"
+    assert run.data.params["optim.lr"] == "0.01" and run.data.tags["method"] == "tsn"
     assert {"train_loss", "val_top1", "val_mean_class_acc", "step_loss", "step_lr", "clips_per_s"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
@@ -118,15 +118,16 @@ def test_resume_without_a_previous_run_is_a_clear_error(ray_local, synth_videos,
         fit(tiny_config(synth_videos, workdir), resume=True)
 
 
-def test_build_trainer_returns_a_torch_trainer_with_the_run_settings(ray_local, synth_videos, workdir):
+def test_build_run_returns_a_torch_trainer_with_the_run_settings(ray_local, synth_videos, workdir):
     from ray.train.torch import TorchTrainer
 
-    from actionray.platform.train import build_trainer
+    from actionray.platform.train import build_run
 
     cfg = tiny_config(synth_videos, workdir, scaling={"num_workers": 2, "max_failures": 3},
                       tracking={"enabled": False})
-    trainer = build_trainer(cfg, run_name="named", mlflow_tags={"variant": "x"})
-    assert isinstance(trainer, TorchTrainer)
+    run = build_run(cfg, run_name="named", mlflow_tags={"variant": "x"})
+    trainer = run.trainer
+    assert isinstance(trainer, TorchTrainer) and run.name == "named"
     run_config = trainer.run_config
     assert run_config.name == "named" and run_config.storage_path == str(workdir / "runs")
     assert run_config.failure_config.max_failures == 3
@@ -152,7 +153,7 @@ def test_torch_threads_none_keeps_rays_setting_and_zero_splits_the_nodes_cores()
     finally:
         torch.set_num_threads(before)
     with pytest.raises(ConfigError, match="scaling.torch_threads"):
-        build_config({"scaling": {"torch_threads": -1}})
+        build_config({"method": {"name": "tsn"}, "scaling": {"torch_threads": -1}})
 
 
 def test_deterministic_single_worker_runs_repeat_exactly(ray_local, synth_videos, tmp_path):

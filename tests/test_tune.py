@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from actionray.cli import main
-from actionray.platform.config import ConfigError, load_config
+from actionray.config import ConfigError, load_config
 from actionray.platform.tune import group_name, plan_concurrency, retrain_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_sweep_logs_one_child_run_per_trial_under_one_parent(sweep):
 
 def test_child_runs_hold_flat_config_params_and_per_epoch_curves(sweep):
     child = sweep["children"][0]
-    assert child.data.params["model.backbone"] == "resnet18" and child.data.params["data.num_segments"] == "2"
+    assert child.data.params["method.backbone"] == "resnet18" and child.data.params["data.num_segments"] == "2"
     history = sweep["client"].get_metric_history(child.info.run_id, "val_top1")
     assert [m.step for m in history] == list(range(1, int(child.data.metrics["epoch"]) + 1))
 
@@ -174,7 +174,7 @@ def test_retrain_command_expands_bundles_and_keeps_user_overrides():
 def test_list_spaces_shows_names_descriptions_and_keys():
     code, out = run_cli(["tune", "--list-spaces"])
     assert code == 0
-    assert "ccl_temperature:" in out and "loss.ccl.temperature: loguniform" in out and "gcnet_default" in out
+    assert "ccl_temperature:" in out and "method.ccl.temperature: loguniform" in out and "gcnet_default" in out
 
 
 def test_tune_rejects_a_space_with_an_unknown_key_before_starting_ray(tmp_path, capsys):

@@ -28,7 +28,7 @@ def _size(text: str) -> tuple[int, int]:
 def _synth(args: argparse.Namespace) -> int:
     import time
 
-    from actionray.platform.data.synth import generate_dataset, temporal_classes
+    from actionray.synthetic.videos import generate_dataset, temporal_classes
 
     start = time.perf_counter()
     try:
@@ -103,7 +103,35 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_features(args: argparse.Namespace) -> int:
+    from actionray.platform.data.features import check_feature_set
+
+    problems = check_feature_set(args.list, feature_dim=args.feature_dim)
+    for problem in problems:
+        print(problem)
+    print(f"{args.list}: feature set, {len(problems) or 'no'} problem(s)")
+    return 1 if problems else 0
+
+
+def _synth_features(args: argparse.Namespace) -> int:
+    from actionray.synthetic import write_synthetic_feature_set
+
+    try:
+        data = write_synthetic_feature_set(args.out, num_classes=args.classes, train_videos=args.train_videos,
+                                           test_videos=args.test_videos, feature_dim=args.feature_dim, seed=args.seed)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(data.train_videos)} train and {len(data.test_videos)} test videos "
+          f"({data.feature_dim}-d snippet features, {len(data.classes)} classes) to {data.root}")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
+    from actionray.platform.data.features import is_feature_set
+
+    if is_feature_set(args.list):  # a snippet-feature folder (gt.json + split lists) instead of a list file
+        return _check_features(args)
     from actionray.platform.data.check import check_list, format_report
 
     report = check_list(args.list, root=args.root, num_classes=args.num_classes, fmt=args.format,
@@ -114,7 +142,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from actionray.platform.config import load_config
+    from actionray.config import load_config
     from actionray.platform.data.preview import preview
 
     source = Path(args.source)
@@ -193,11 +221,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ext.set_defaults(handler=_extract)
 
     chk = commands.add_parser(
-        "check", help="validate a list file and every file it names",
+        "check", help="validate a list file and every file it names, or a snippet-feature folder",
         description="Report malformed lines, labels out of range, duplicates, missing / empty / undecodable / "
                     "truncated videos, num_frames that disagree with the file, and missing frame images, one "
                     "line per problem (LIST:LINE: path: problem), then a summary. Exit 1 on any problem.")
-    chk.add_argument("list", help="TSN list file (path num_frames label)")
+    chk.add_argument("list", help="TSN list file (path num_frames label), or a snippet-feature folder "
+                                  "(gt.json, split_*.txt, train/ test/ *.npy)")
+    chk.add_argument("--feature-dim", type=int, default=2048, help="feature folder: expected array width")
     chk.add_argument("--root", default=None, help="prefix for relative paths (default: the list's folder)")
     chk.add_argument("--num-classes", type=int, default=None, help="labels must be in 0..N-1")
     chk.add_argument("--format", choices=("video", "frames"), default=None,
@@ -208,6 +238,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     chk.add_argument("--workers", type=int, default=None, help="processes (default: CPUs, max 8)")
     chk.add_argument("--quiet", action="store_true", help="no progress bar")
     chk.set_defaults(handler=_check)
+
+    sfe = commands.add_parser(
+        "synth-features", help="write a generated snippet-feature set (ACM-Net THUMOS14 layout)",
+        description="Write gt.json, split_train.txt, split_test.txt and train/ test/ <video>.npy (L, D) arrays "
+                    "with planted action segments (class prototypes plus noise over a background prototype).")
+    sfe.add_argument("--out", required=True, help="output folder")
+    sfe.add_argument("--classes", type=int, default=4, help="action classes (default 4)")
+    sfe.add_argument("--train-videos", type=int, default=32, help="training videos (default 32)")
+    sfe.add_argument("--test-videos", type=int, default=16, help="test videos (default 16)")
+    sfe.add_argument("--feature-dim", type=int, default=2048, help="snippet feature width (default 2048)")
+    sfe.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sfe.set_defaults(handler=_synth_features)
 
     prv = commands.add_parser(
         "preview", help="contact sheet of clips exactly as the model receives them",

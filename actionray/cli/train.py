@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("eval", help="multi-view test of a checkpoint as Ray Data batch inference")
     _add_config(p, required=True)
-    p.add_argument("--checkpoint", help="our checkpoint folder/state.pt; default: model.reference_checkpoint")
+    p.add_argument("--checkpoint", help="our checkpoint folder/state.pt; default: method.reference_checkpoint")
     p.add_argument("--reference-layout", default=None,
                    help="load --checkpoint as a published reference checkpoint with this key layout (e.g. auto)")
     p.add_argument("--views", default=None, metavar="CLIPSxCROPS", help="e.g. 1x1 or 10x3 (default: eval.*)")
@@ -47,15 +47,18 @@ def register(subparsers) -> None:
 
 
 def _load(args):
-    from actionray.platform.config import load_config
+    from actionray.config import load_config
 
     return load_config(args.config, args.overrides)
 
 
 def _train(args) -> int:
     from actionray.platform.train import fit
+    from actionray.synthetic.videos import prepare_data
 
-    summary = fit(_load(args), resume=args.resume)
+    cfg = _load(args)
+    prepare_data(cfg)  # the demo configs (and the embedded defaults) generate their videos on first use
+    summary = fit(cfg, resume=args.resume)
     final = summary.get("final", {})
     keys = ("run_name", "run_path", "best_checkpoint", "mlflow_run_id", "val_per_class_acc")
     print(json.dumps({k: summary.get(k) for k in keys}
@@ -89,9 +92,37 @@ def _ui(args) -> int:
     import subprocess
     from pathlib import Path
 
-    uri = args.backend_store_uri or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    from actionray.platform.tracking import default_tracking_uri
+
+    uri = args.backend_store_uri or default_tracking_uri()
+    if "://" in uri and uri.split("://", 1)[0] in ("http", "https"):
+        print(f"error: the tracking URI {uri} (MLFLOW_TRACKING_URI) is a server, not a store: open it in a browser, "
+              f"or pass --backend-store-uri", file=sys.stderr)
+        return 2
+    busy = _port_in_use(args.host, args.port)
+    if busy:
+        print(f"error: cannot serve the MLflow UI on {args.host}:{args.port}: {busy}; "
+              f"choose another port with --port", file=sys.stderr)
+        return 2
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--artifacts-destination",
                str(Path.cwd().resolve() / "mlartifacts"), "--host", args.host, "--port", str(args.port),
                "--workers", "1"]
     print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", flush=True)
     return subprocess.call(command, env=os.environ.copy())
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (e.g. "address already in use"), or None when it is free.
+
+    MLflow's server logs a bind failure and still exits 0, so the UI command checks the port first.
+    """
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT leftover is no conflict
+            probe.bind(address)
+    except OSError as error:
+        return (error.strerror or str(error)).lower()
+    return None

@@ -31,9 +31,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("ablate", help="full grid x seeds, summarised as the papers' ablation table")
     p.add_argument("config", help="experiment YAML")
     p.add_argument("--grid", nargs="+", default=None, metavar="KEY=V1,V2",
-                   help="axes, e.g. model.gtm=false,true loss.ccl.enabled=false,true (default: the preset's)")
+                   help="axes, e.g. method.gtm=false,true method.ccl.enabled=false,true (default: the preset's)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: preset's, else 1)")
-    p.add_argument("--preset", default=None, help="configs/ablations/<name>.yaml or a path (e.g. gcnet_ablation)")
+    p.add_argument("--preset", default=None, help="a shipped preset name (actionray/ablation_presets) or a path (e.g. gcnet_ablation)")
     _add_common(p)
     p.set_defaults(handler=_ablate)
 
@@ -58,7 +58,7 @@ def _list_spaces() -> int:
 
 
 def _tune(args) -> int:
-    from actionray.platform.config import ConfigError, load_config
+    from actionray.config import ConfigError, load_config
     from actionray.search_spaces import load_space
 
     if args.list_spaces:
@@ -77,7 +77,7 @@ def _tune(args) -> int:
 
 def _ablate(args) -> int:
     from actionray.platform.ablation import build_axes, check_requires, load_preset, parse_grid_item, run_ablation
-    from actionray.platform.config import ConfigError, load_config
+    from actionray.config import ConfigError, load_config
 
     preset = load_preset(args.preset) if args.preset else None
     overrides = list(preset.overrides if preset else []) + args.overrides
@@ -88,7 +88,7 @@ def _ablate(args) -> int:
     if not grid:
         raise ConfigError("actionray ablate needs --grid KEY=V1,V2 ... or a --preset with a grid")
     seeds = args.seeds or (preset.seeds if preset else 1)
-    summary = run_ablation(cfg, build_axes(grid, preset), seeds=seeds, preset=preset, name=args.name,
+    summary = run_ablation(cfg, build_axes(grid, preset, catalog=cfg.catalog), seeds=seeds, preset=preset, name=args.name,
                            max_concurrent=args.max_concurrent, resume=args.resume)
     return 1 if summary["errors"] else 0
 
@@ -96,7 +96,7 @@ def _ablate(args) -> int:
 def _report(args) -> int:
     import os
 
-    from actionray.platform.config import load_config
+    from actionray.config import load_config
     from actionray.platform.report import report
 
     defaults = load_config(None).tracking

@@ -7,6 +7,13 @@ block, ``mse`` (L-TDM) and ``shift.conv``. GCNet adds ``conv1dfirst``, ``norm``,
 ``convidsecond`` and ``cb`` (local branch) under ``base_model.``, and registers ``bash_model``/``cb`` a second
 time on the wrapper: those duplicate keys must be equal and are consumed too. A DDP ``module.`` prefix and a
 ``{'state_dict': ...}`` wrapper are removed first. Every checkpoint key must be used and every model key provided.
+
+MMAction2 layout (TSN only; MMAction2 repo, mmaction/models/backbones/resnet.py and heads/tsn_head.py): every
+conv+BN pair is an mmcv ``ConvModule`` (``.conv`` / ``.bn``), so the stem is ``backbone.conv1.{conv,bn}``, a block's
+``convM``/``bnM`` become ``convM.conv``/``convM.bn``, the shortcut is ``downsample.{conv,bn}`` and the classifier
+``cls_head.fc_cls``; mmengine saves it inside ``{'meta', 'state_dict', ...}`` (the data preprocessor's mean/std
+are non-persistent buffers, so absent). Its TSNHead averages features before the fc; in eval (no dropout) that
+equals our "logit" consensus, since the fc is linear.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from actionray.models.backbones import read_state_dict
 
 __all__ = ["LAYOUTS", "reference_key_candidates", "convert_state_dict", "load_reference_checkpoint"]
 
-LAYOUTS = ("auto", "ours", "reference", "tsn", "tdn", "gcnet", "tcp")
+LAYOUTS = ("auto", "ours", "reference", "tsn", "tdn", "gcnet", "tcp", "mmaction2")
 
 # Our name -> reference name, applied in order to a key (regex on dotted names).
 _TDN_RULES = [
@@ -73,8 +80,24 @@ def _model_kind(model: nn.Module) -> str:
     raise ValueError(f"no reference checkpoint layout is known for {type(model).__name__}; use layout='ours'")
 
 
+# Our (torchvision ResNet) name -> MMAction2 ResNet name, applied in order (regex on dotted names). The stem's
+# conv1/bn1 and each block's convM/bnM follow the same ConvModule rule.
+_MMACTION2_RULES = [
+    (r"^fc\.", "cls_head.fc_cls."),
+    (r"\.conv([1-3])\.(weight|bias)$", r".conv\1.conv.\2"),
+    (r"\.bn([1-3])\.", r".conv\1.bn."),
+    (r"\.downsample\.0\.", ".downsample.conv."),
+    (r"\.downsample\.1\.", ".downsample.bn."),
+]
+
+
 def reference_key_candidates(key: str, kind: str) -> list[str]:
     """Reference names for one of our keys (first = preferred; GCNet's Mamba/conblock also have a duplicate)."""
+    if kind == "mmaction2":
+        name = key
+        for pattern, replacement in _MMACTION2_RULES:
+            name = re.sub(pattern, replacement, name)
+        return [name]
     if kind == "tcp":  # TCPNet-repo names live next to the model (actionray/models/tcp.py)
         from actionray.models.tcp import reference_key_candidates as tcp_candidates
 
@@ -103,10 +126,17 @@ def _resolve_layout(layout: str, state: dict[str, torch.Tensor], model: nn.Modul
     if layout not in LAYOUTS:
         raise ValueError(f"checkpoint layout {layout!r}: unknown; choose one of {', '.join(LAYOUTS)}")
     if layout == "auto":
-        layout = "reference" if any(k.startswith(("base_model.", "new_fc.")) for k in state) else "ours"
+        layout = ("reference" if any(k.startswith(("base_model.", "new_fc.")) for k in state) else
+                  "mmaction2" if any(k.startswith(("cls_head.", "backbone.conv1.conv.")) for k in state) else
+                  "ours")
     if layout == "ours":
         return layout
     kind = _model_kind(model)
+    if layout == "mmaction2":
+        if kind != "tsn":
+            raise ValueError(f"checkpoint layout 'mmaction2' (MMAction2 TSN) does not fit a {type(model).__name__} "
+                             f"model (its reference layout is {kind!r})")
+        return layout
     if layout != "reference" and layout != kind:
         raise ValueError(f"checkpoint layout {layout!r} does not fit a {type(model).__name__} model "
                          f"(its reference layout is {kind!r})")

@@ -1,8 +1,8 @@
 """Ablation grids: axes -> cells (the full product) x seeds, run as one Tune grid search, summarised as the
 papers' table (one row per cell, mean ± std over seeds, best value bold, delta against the baseline row).
 
-An axis is a config key with values (``model.gtm=false,true``) or a named axis from a preset whose values each
-set several keys (``method=tsn,tcp`` -> ``{trainable: tcp, model.name: tcp}``). The baseline row is the cell
+An axis is a config key with values (``method.gtm=false,true``) or a named axis from a preset whose values each
+set several keys (``method=tsn,tcp`` -> ``{method.name: tcp}``). The baseline row is the cell
 whose every value is off (false/0/none) when there is one, else the first cell.
 """
 
@@ -10,25 +10,20 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from actionray.platform.config import ConfigError, ExperimentConfig, parse_override
+from actionray.platform.config import ConfigError, ExperimentConfig, MethodCatalog, parse_override
 from actionray.search_spaces import apply_dotted, check_key
 
-METRICS = ("val_top1", "val_top5", "val_mean_class_acc")
-PRESET_DIR = Path("configs/ablations")  # relative to the working directory (the repository root) ...
-REPO_PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "ablations"  # ... else the repository's
-
-
-def _preset_dir() -> Path:
-    return PRESET_DIR if PRESET_DIR.is_dir() else REPO_PRESET_DIR
+# The shipped presets are package data (actionray/ablation_presets/*.yaml): found by name from any folder,
+# including a Ray job's working directory; a user's own preset is given by path.
+PRESET_DIR = Path(__file__).resolve().parents[1] / "ablation_presets"
 OFF_VALUES = (False, 0, None, "off", "none")
-GENERIC_LEAVES = ("enabled", "name")  # loss.ccl.enabled -> "ccl", model.name -> "model"
+GENERIC_LEAVES = ("enabled", "name")  # method.ccl.enabled -> "ccl", method.name -> "model"
 
 
 @dataclass
@@ -58,7 +53,7 @@ class Preset:
 
 
 def short_name(key: str) -> str:
-    """``model.gtm`` -> ``gtm``, ``loss.ccl.enabled`` -> ``ccl`` (tag and variant names)."""
+    """``method.gtm`` -> ``gtm``, ``method.ccl.enabled`` -> ``ccl`` (tag and variant names)."""
     parts = key.split(".")
     if len(parts) > 1 and parts[-1] in GENERIC_LEAVES:
         return parts[-2]
@@ -77,9 +72,9 @@ def is_off(value: Any) -> bool:
 
 
 def load_preset(name_or_path: str | Path) -> Preset:
-    """A preset by name (``configs/ablations/<name>.yaml``) or path; unknown fields raise ConfigError."""
+    """A preset by name (``actionray/ablation_presets/<name>.yaml``) or path; unknown fields raise ConfigError."""
     path = Path(name_or_path)
-    presets = _preset_dir()
+    presets = PRESET_DIR
     if not str(name_or_path).endswith((".yaml", ".yml")):
         path = presets / f"{name_or_path}.yaml"
     if not path.is_file():
@@ -94,9 +89,9 @@ def load_preset(name_or_path: str | Path) -> Preset:
 
 
 def parse_grid_item(text: str) -> tuple[str, list[Any]]:
-    """``model.gtm=true,false`` -> ('model.gtm', [True, False]); values parsed as YAML."""
+    """``method.gtm=true,false`` -> ('method.gtm', [True, False]); values parsed as YAML."""
     if "=" not in text:
-        raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2 (e.g. model.gtm=false,true)")
+        raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2 (e.g. method.gtm=false,true)")
     key, raw = text.split("=", 1)
     values = [parse_override(f"x={part.strip()}")[1] for part in raw.split(",") if part.strip()]
     if len(values) < 1:
@@ -104,7 +99,7 @@ def parse_grid_item(text: str) -> tuple[str, list[Any]]:
     return key.strip(), values
 
 
-def build_axes(grid: dict[str, list[Any]], preset: Preset | None = None) -> list[Axis]:
+def build_axes(grid: dict[str, list[Any]], preset: Preset | None = None, *, catalog: MethodCatalog) -> list[Axis]:
     """Axes in the given order; keys must be config keys or named axes of the preset."""
     named = preset.axes if preset else {}
     shorts = preset.short if preset else {}
@@ -120,11 +115,11 @@ def build_axes(grid: dict[str, list[Any]], preset: Preset | None = None) -> list
                 raise ConfigError(f"{source}: axis {key!r} has no value(s) {missing}; defined: {sorted(options)}")
             for label, overrides in options.items():
                 for dotted in overrides:
-                    check_key(dotted, f"{source}: axes.{key}.{label}")
+                    check_key(dotted, f"{source}: axes.{key}.{label}", catalog)
             axes.append(Axis(key, shorts.get(key, key), [(str(v), str(v), dict(options[str(v)])) for v in values],
                              named=True))
         else:
-            check_key(key, source)
+            check_key(key, source, catalog)
             axes.append(Axis(key, shorts.get(key, short_name(key)),
                              [(value_label(v), v, {key: v}) for v in values]))
     if not axes:
@@ -164,20 +159,18 @@ def baseline_cell(cells: list[dict[str, Any]]) -> dict[str, Any]:
     return next((cell for cell in cells if cell.get("off")), cells[0])
 
 
-def validate_cells(base_tree: dict[str, Any], cells: list[dict[str, Any]], source: str) -> None:
+def validate_cells(cfg: ExperimentConfig, cells: list[dict[str, Any]], source: str) -> None:
     """Build every cell's config now, so a bad value fails before any trial starts."""
-    from pydantic import ValidationError
-
     for cell in cells:
         try:
-            ExperimentConfig.model_validate(apply_dotted(base_tree, cell["overrides"]))
-        except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in error.errors())
+            cfg.with_overrides(cell["overrides"])
+        except ConfigError as error:
+            problems = str(error).replace("invalid config <overrides>:", "").replace("\n", " ").strip()
             raise ConfigError(f"{source}: cell {cell['variant']} is not a valid config: {problems}") from None
 
 
 def check_requires(cfg: ExperimentConfig, preset: Preset) -> None:
-    """A preset's ``requires`` (e.g. trainable: gcnet) must hold for the config it runs on."""
+    """A preset's ``requires`` (e.g. method.name: gcnet) must hold for the config it runs on."""
     flat = cfg.flat()
     for key, wanted in preset.requires.items():
         if flat.get(key) != wanted:
@@ -185,45 +178,11 @@ def check_requires(cfg: ExperimentConfig, preset: Preset) -> None:
                               f"(use a config for that method or --set {key}=...)")
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1; NaN for a single seed)."""
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
-    return mean, std
-
-
-def ablation_table(runs: "pd.DataFrame", cells: list[dict[str, Any]], *, metrics: tuple[str, ...] = METRICS,
-                   primary: str = "val_top1", baseline: str | None = None, scale: float = 100.0) -> "pd.DataFrame":
-    """One row per cell (grid order) from per-run rows (columns ``variant``, ``seed`` and the metrics).
-
-    Columns: ``variant``, one per axis, ``seeds``, ``<metric>_mean`` / ``<metric>_std`` (x ``scale``: fractions
-    become percent) and ``delta`` (primary mean minus the baseline row's, in the same units).
-    """
-    import pandas as pd
-
-    baseline = baseline or baseline_cell(cells)["variant"]
-    rows = []
-    for cell in cells:
-        group = runs[runs["variant"] == cell["variant"]]
-        row: dict[str, Any] = {"variant": cell["variant"], **cell["axes"], "seeds": int(len(group))}
-        for metric in metrics:
-            values = [float(v) * scale for v in group[metric].dropna()] if metric in group else []
-            mean, std = _mean_std(values) if values else (float("nan"), float("nan"))
-            row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    base = table.loc[table["variant"] == baseline, f"{primary}_mean"]
-    table["delta"] = table[f"{primary}_mean"] - (float(base.iloc[0]) if len(base) else float("nan"))
-    table.attrs.update(baseline=baseline, primary=primary, metrics=list(metrics),
-                       axes=[k for k in cells[0]["axes"]] if cells else [])
-    return table
-
-
 def run_ablation(cfg: ExperimentConfig, axes: list[Axis], *, seeds: int = 1, preset: Preset | None = None,
                  name: str | None = None, max_concurrent: int | None = None, resume: bool = False,
-                 metrics: tuple[str, ...] = METRICS, echo=print) -> dict[str, Any]:
-    """Run every cell x seed as one Tune grid search; log the table (md/csv/html), chart and rows to MLflow."""
+                 metrics: tuple[str, ...] | None = None, echo=print) -> dict[str, Any]:
+    """Run every cell x seed as one Tune grid search; log the table (md/csv/html), chart and rows to MLflow.
+    ``metrics`` (default: the method's table metrics, its primary first) are the table's columns."""
     import pandas as pd
     from ray import tune
 
@@ -233,7 +192,9 @@ def run_ablation(cfg: ExperimentConfig, axes: list[Axis], *, seeds: int = 1, pre
                                          stop_if_interrupted)
 
     cells = build_cells(axes)
-    validate_cells(cfg.to_dict(), cells, preset.source if preset else "--grid")
+    validate_cells(cfg, cells, preset.source if preset else "--grid")
+    spec = cfg.recipe.metrics(cfg)
+    metrics = tuple(metrics or spec.table)
     base = baseline_cell(cells)
     cluster = ensure_ray_for_trials(cfg, max_concurrent)
     need, concurrent = plan_concurrency(cfg, cluster, max_concurrent)
@@ -246,6 +207,7 @@ def run_ablation(cfg: ExperimentConfig, axes: list[Axis], *, seeds: int = 1, pre
         "actionray.grid": json.dumps({axis.name: [v[0] for v in axis.values] for axis in axes}),
         "actionray.baseline": base["variant"], "actionray.primary": metrics[0],
         "actionray.metrics": json.dumps(list(metrics)), "actionray.seeds": json.dumps(seed_values),
+        "actionray.percent": json.dumps(sorted(spec.percent)),
         "actionray.preset": label, "actionray.reference": json.dumps(reference) if reference else None,
         **{f"axis.{axis.short}": ",".join(v[0] for v in axis.values) for axis in axes}}, resume)
     echo(f"ablation {group}: {len(cells)} cells x {seeds} seed(s) = {len(cells) * seeds} trials, "
@@ -269,7 +231,8 @@ def run_ablation(cfg: ExperimentConfig, axes: list[Axis], *, seeds: int = 1, pre
             continue
         rows.append({"variant": cell["variant"], "seed": seed, **{m: (result.metrics or {}).get(m) for m in metrics}})
     runs = pd.DataFrame(rows, columns=["variant", "seed", *metrics])
-    table = ablation_table(runs, cells, metrics=metrics, primary=metrics[0], baseline=base["variant"])
+    table = report.ablation_table(runs, cells, metrics=metrics, primary=metrics[0], baseline=base["variant"],
+                                  percent=tuple(spec.percent))
     if reference:
         report.add_reference(table, reference)
     title = f"ablation {group}" + (f" ({preset.description})" if preset and preset.description else "")
@@ -278,7 +241,7 @@ def run_ablation(cfg: ExperimentConfig, axes: list[Axis], *, seeds: int = 1, pre
         parent.log_text(text, "ablation/table.md")
         parent.log_text(report.render_ablation(table, title, "html"), "ablation/table.html")
         parent.log_text(table.to_csv(index=False), "ablation/table.csv")
-        parent._call("log_table", parent.client.log_table, parent.run_id, runs, "ablation/runs.json")
+        parent.log_table(runs, "ablation/runs.json")
         parent.log_figure(report.bar_chart(table, group), f"ablation/{metrics[0]}.png")
     parent.end("FAILED" if errors else "FINISHED")
     for line in errors:
@@ -288,5 +251,5 @@ def run_ablation(cfg: ExperimentConfig, axes: list[Axis], *, seeds: int = 1, pre
             "text": text}
 
 
-__all__ = ["Axis", "Preset", "METRICS", "load_preset", "parse_grid_item", "build_axes", "build_cells",
-           "baseline_cell", "validate_cells", "check_requires", "ablation_table", "short_name", "run_ablation"]
+__all__ = ["Axis", "Preset", "load_preset", "parse_grid_item", "build_axes", "build_cells",
+           "baseline_cell", "validate_cells", "check_requires", "short_name", "run_ablation"]

@@ -1,5 +1,10 @@
 """One validated experiment config: YAML file + ``--set a.b=c`` overrides -> ``ExperimentConfig``.
 
+The platform owns the method-agnostic sections (data, optim, schedule, train, scaling, tracking, eval); the
+``method`` section belongs to the method named by ``method.name``: its pydantic class comes from the method's own
+module, found through a ``MethodCatalog`` that the caller passes in (``actionray.config`` binds the project's
+catalog, ``actionray.trainables.METHODS``), so this module names no method.
+
 Every section is a pydantic model that forbids unknown keys, so a typo fails at load time with its key path
 (``model.dropuot: unknown key; allowed: ...``) instead of being silently ignored in a multi-hour run.
 Relative paths in the data section are resolved against the config file's folder (or the working directory
@@ -9,13 +14,18 @@ for embedded defaults): Ray workers run inside Ray's temp folder, where relative
 from __future__ import annotations
 
 import copy
+import importlib
 import json
-import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, ValidationError, model_validator
+
+from actionray.platform.tracking import default_tracking_uri  # the one definition; re-exported here
+
+if TYPE_CHECKING:
+    from actionray.platform.method import Method
 
 
 class ConfigError(ValueError):
@@ -72,37 +82,6 @@ class DataConfig(Section):
     synth: SynthConfig | None = None
 
 
-class ModelConfig(Section):
-    """Which network; method switches live here (``gtm`` for GCNet, ``tcp_*`` for TCPNet)."""
-
-    name: Literal["tsn", "tdn", "gcnet", "tcp"] = "tsn"
-    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"] = "resnet50"
-    pretrained: str | None = None  # local ImageNet weights (torchvision layout), never downloaded
-    reference_checkpoint: str | None = None  # a published checkpoint in the reference repo's key layout
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    partial_bn: bool = False
-    consensus: Literal["feature", "logit"] = "logit"  # MMAction2 feature averaging vs TDN logit averaging
-    fc_init_std: float = Field(0.001, gt=0.0)
-    gtm: bool = True  # GCNet: Global-local Temporal Modeling on/off (off = TDN)
-    gtm_group: int | None = Field(None, ge=1)  # GCNet: segments per Mamba scan (reference: 8); None = all T
-    tcp_reduced_dim: int = Field(128, ge=8)
-    tcp_iterations: int = Field(3, ge=1)
-
-
-class CCLConfig(Section):
-    """Category-supervised Contrastive Learning (GCNet)."""
-
-    enabled: bool = False
-    variant: Literal["supcon", "released", "instance"] = "supcon"
-    temperature: float = Field(0.1, gt=0.0)
-    weight: float = Field(1.0, ge=0.0)
-
-
-class LossConfig(Section):
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    ccl: CCLConfig = Field(default_factory=CCLConfig)
-
-
 class OptimConfig(Section):
     # sgd: every reference recipe and the demo configs. adamw: an option for short from-scratch runs;
     # weight_decay is then decoupled (AdamW) and momentum/nesterov are unused.
@@ -112,7 +91,6 @@ class OptimConfig(Section):
     betas: tuple[float, float] = (0.9, 0.999)  # adamw only
     weight_decay: float = Field(5e-4, ge=0.0)
     nesterov: bool = False
-    mamba_lr: float | None = Field(None, gt=0.0)  # GCNet: fixed lr group for the Mamba parameters (0.03)
     clip_grad_norm: float | None = Field(20.0, gt=0.0)
 
 
@@ -135,8 +113,8 @@ class TrainConfig(Section):
     val_every: int = Field(1, ge=1)
     amp: Literal["none", "bf16", "fp16"] = "none"  # GPU only; ignored on CPU
     channels_last: bool = False  # GPU only
-    checkpoint_metric: str = "val_top1"
-    checkpoint_mode: Literal["max", "min"] = "max"
+    checkpoint_metric: str | None = None  # None = the method's primary metric (e.g. val_top1)
+    checkpoint_mode: Literal["max", "min"] | None = None  # None = the method's direction for that metric
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)  # iterations between per-step metrics
     storage_path: str = "runs"  # Ray Train storage; shared storage (NFS/S3) on a multi-node cluster
@@ -171,29 +149,85 @@ class EvalConfig(Section):
     output_dir: str = "runs/eval"
 
 
+class MethodConfig(Section):
+    """Base of every method's config section; ``name`` selects the method (a discriminated union by name).
+
+    A method subclasses this with its own knobs (``gtm``, ``ccl``, ``queue_size`` ...), each validated with its
+    key path like every platform section. ``path_fields`` names the fields holding file paths, which the platform
+    resolves like the data paths."""
+
+    name: str
+    path_fields: ClassVar[tuple[str, ...]] = ()
+
+
+class MethodCatalog:
+    """Method name -> the module that defines it (``METHOD``, a :class:`actionray.platform.method.Method`), or the
+    method object itself (e.g. a method defined in a notebook or a test).
+
+    Modules are imported on first use, so loading a TSN config never imports Mamba or DCLR code. The catalog is
+    a plain value passed to whoever needs it (and kept by every config it built), not a process-wide registry."""
+
+    def __init__(self, modules: Mapping[str, "str | Method"]) -> None:
+        self.modules = dict(modules)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.modules)
+
+    def get(self, name: str) -> "Method":
+        """The method registered under ``name``; raises ConfigError naming the known methods."""
+        if name not in self.modules:
+            raise ConfigError(f"method.name: {name!r} is not a known method; known: {', '.join(self.names)}")
+        entry = self.modules[name]
+        return importlib.import_module(entry).METHOD if isinstance(entry, str) else entry
+
+    def with_method(self, method: "Method") -> "MethodCatalog":
+        """This catalog plus ``method`` (registered under ``method.name``)."""
+        return MethodCatalog({**self.modules, method.name: method})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MethodCatalog) and other.modules == self.modules
+
+
 class ExperimentConfig(Section):
-    """The whole experiment: every key validated, every path resolved."""
+    """The whole experiment: every key validated, every path resolved. Build it with :func:`build_config`."""
 
     name: str = "experiment"
-    trainable: Literal["tsn", "tdn", "gcnet", "tcp"] = "tsn"
+    method: SerializeAsAny[MethodConfig]
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    _catalog: MethodCatalog | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_cross_section(self) -> "ExperimentConfig":
-        if self.model.name != self.trainable:
-            raise ValueError(f"model.name ({self.model.name!r}) must equal trainable ({self.trainable!r})")
         for key, value in self.data.flip_label_map.items():
             if not (0 <= key < self.data.num_classes and 0 <= value < self.data.num_classes):
                 raise ValueError(f"data.flip_label_map: {key}->{value} outside 0..{self.data.num_classes - 1}")
         return self
+
+    @property
+    def catalog(self) -> MethodCatalog:
+        if self._catalog is None:
+            raise ConfigError("this config was not built by build_config (it knows no method catalog)")
+        return self._catalog
+
+    @property
+    def recipe(self) -> "Method":
+        """The method object of ``method.name`` (its model, data, training step, evaluation and metrics)."""
+        return self.catalog.get(self.method.name)
+
+    @property
+    def checkpoint_metric(self) -> tuple[str, str]:
+        """(metric, "max"|"min") that selects the best checkpoint: ``train.checkpoint_*`` or the method's."""
+        spec = self.recipe.metrics(self)
+        metric = self.train.checkpoint_metric or spec.primary
+        mode = self.train.checkpoint_mode or (spec.mode if metric == spec.primary else "max")
+        return metric, mode
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -201,6 +235,14 @@ class ExperimentConfig(Section):
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values (``optim.lr``), the stable names used for MLflow params and Tune spaces."""
         return flatten(self.to_dict())
+
+    def with_overrides(self, overrides: list[str] | dict[str, Any] | None = None) -> "ExperimentConfig":
+        """This config with ``a.b=c`` overrides (or a {dotted key: value} dict) applied, validated again."""
+        tree = self.to_dict()
+        if isinstance(overrides, dict):
+            tree = apply_dotted_values(tree, overrides)
+            overrides = None
+        return build_config(tree, overrides, methods=self.catalog, source="<overrides>", resolve=False)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -212,6 +254,49 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[path] = value
     return out
+
+
+def _set_dotted(tree: dict[str, Any], parts: list[str], value: Any, what: str) -> None:
+    """Set ``tree[p0][p1]...`` to ``value`` in place, creating sections; ``what`` names the change in errors."""
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_dotted_values(tree: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``tree`` with each dotted key set to its value (sections created as needed)."""
+    tree = copy.deepcopy(tree)
+    for key, value in values.items():
+        _set_dotted(tree, key.split("."), value, key)
+    return tree
+
+
+# Keys of the schema before methods owned their section (session 7): where each went.
+MOVED = {
+    "trainable": "method.name",
+    "model": "method (model.name -> method.name; every other model.* key -> method.*)",
+    "loss": "method (loss.label_smoothing -> method.label_smoothing, loss.ccl -> method.ccl)",
+    "optim.mamba_lr": "method.mamba_lr",
+}
+
+
+def _moved_keys(tree: dict[str, Any], overrides: list[str]) -> list[str]:
+    """Old-schema keys present in a tree or in overrides, each with where it moved."""
+    found = [key for key in ("trainable", "model", "loss") if key in tree]
+    if isinstance(tree.get("optim"), dict) and "mamba_lr" in tree["optim"]:
+        found.append("optim.mamba_lr")
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        top = key.split(".")[0]
+        if key == "optim.mamba_lr":
+            found.append(key)
+        elif top in ("trainable", "model", "loss"):
+            found.append(top)
+    return [f"{key} moved to {MOVED[key]}" for key in dict.fromkeys(found)]
 
 
 def _allowed_keys(model: type[BaseModel], path: list[str]) -> list[str]:
@@ -229,13 +314,13 @@ def _allowed_keys(model: type[BaseModel], path: list[str]) -> list[str]:
     return sorted(getattr(current, "model_fields", {}))
 
 
-def _format_errors(error: ValidationError, source: str) -> str:
+def _format_errors(error: ValidationError, source: str, root: type[BaseModel] = None, prefix: str = "") -> str:
     lines = [f"invalid config {source}:"]
     for item in error.errors():
         loc = [str(p) for p in item["loc"]]
-        key = ".".join(loc) or "<root>"
+        key = prefix + (".".join(loc) or "<root>")
         if item["type"] == "extra_forbidden":
-            allowed = _allowed_keys(ExperimentConfig, loc[:-1])
+            allowed = _allowed_keys(root or ExperimentConfig, loc[:-1])
             lines.append(f"  {key}: unknown key; allowed keys here: {', '.join(allowed)}")
         else:
             lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
@@ -257,13 +342,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     tree = copy.deepcopy(tree)
     for text in overrides:
         parts, value = parse_override(text)
-        node = tree
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
-            node = child
-        node[parts[-1]] = value
+        _set_dotted(tree, parts, value, f"override {text!r}")
     return tree
 
 
@@ -281,72 +360,77 @@ def _resolve_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
     data.class_names = absolute(data.class_names)
     if data.synth is not None:
         data.synth.out_dir = absolute(data.synth.out_dir)
-    cfg.model.pretrained = absolute(cfg.model.pretrained)
-    cfg.model.reference_checkpoint = absolute(cfg.model.reference_checkpoint)
+    for field in type(cfg.method).path_fields:
+        setattr(cfg.method, field, absolute(getattr(cfg.method, field)))
     cfg.train.storage_path = absolute(cfg.train.storage_path)
     cfg.eval.output_dir = absolute(cfg.eval.output_dir)
     if cfg.eval.scale_size is None:
         cfg.eval.scale_size = data.scale_size
     if cfg.tracking.uri is None:
-        # MLFLOW_TRACKING_URI (e.g. set for a cluster job via --runtime-env-json) beats the embedded default.
-        cfg.tracking.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+        cfg.tracking.uri = default_tracking_uri()
     # A tracking server picks its own (proxied) artifact store; a local folder would be per node on a cluster.
     if cfg.tracking.artifact_location is None and not cfg.tracking.uri.startswith(("http://", "https://")):
         cfg.tracking.artifact_location = str(Path.cwd().resolve() / "mlartifacts")
     return cfg
 
 
-def build_config(tree: dict[str, Any], overrides: list[str] | None = None, *, source: str = "<dict>",
-                 base_dir: Path | None = None) -> ExperimentConfig:
-    """Validate a config tree plus overrides; relative paths resolve against ``base_dir`` (default: cwd)."""
-    tree = apply_overrides(tree, overrides or [])
+def _method_section(tree: dict[str, Any], methods: MethodCatalog, source: str) -> MethodConfig:
+    """Validate the ``method`` section with the class of the method it names."""
+    raw = tree.get("method")
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise ConfigError(f"invalid config {source}:\n  method.name: missing; every config names its method "
+                          f"(one of: {', '.join(methods.names)})")
     try:
-        cfg = ExperimentConfig.model_validate(tree)
+        cls = methods.get(raw["name"]).config_class
+    except ConfigError as error:
+        raise ConfigError(f"invalid config {source}:\n  {error}") from None
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source, cls, "method.")) from None
+
+
+def build_config(tree: dict[str, Any], overrides: list[str] | None = None, *, methods: MethodCatalog,
+                 source: str = "<dict>", base_dir: Path | None = None, resolve: bool = True) -> ExperimentConfig:
+    """Validate a config tree plus overrides; relative paths resolve against ``base_dir`` (default: cwd).
+
+    Keys of the old schema (``trainable``, ``model.*``, ``loss.*``, ``optim.mamba_lr``) fail with where they
+    moved; ``train.checkpoint_metric`` must be a metric the method reports."""
+    moved = _moved_keys(tree, overrides or [])
+    if moved:
+        raise ConfigError(f"config {source} uses keys that moved when methods got their own section: "
+                          + "; ".join(moved) + " (docs/adding_a_method.md)")
+    tree = apply_overrides(tree, overrides or [])
+    method = _method_section(tree, methods, source)
+    try:
+        cfg = ExperimentConfig.model_validate({**tree, "method": method})
     except ValidationError as error:
         raise ConfigError(_format_errors(error, source)) from None
-    return _resolve_paths(cfg, base_dir or Path.cwd())
+    cfg._catalog = methods
+    reported = cfg.recipe.metrics(cfg).reported
+    if cfg.train.checkpoint_metric is not None and cfg.train.checkpoint_metric not in reported:
+        raise ConfigError(f"invalid config {source}:\n  train.checkpoint_metric: {cfg.train.checkpoint_metric!r} "
+                          f"is not a metric {method.name} reports; choose one of {', '.join(reported)}")
+    return _resolve_paths(cfg, base_dir or Path.cwd()) if resolve else cfg
 
 
-# What ``actionray train`` runs without a CONFIG: the TSN demo (configs/demo_tsn.yaml) on generated videos,
-# written to ./demo_data on first use. Small enough for a laptop CPU; the field defaults above stay the
-# paper-scale values (ResNet-50, 224 px) that the reference configs build on.
-EMBEDDED_DEFAULTS: dict[str, Any] = {  # = configs/demo_tsn.yaml (see docs/performance.md for why these values)
-    "name": "demo",
-    "model": {"backbone": "resnet18", "dropout": 0.2, "fc_init_std": 0.01},
-    "data": {"train_list": "demo_data/train.txt", "val_list": "demo_data/val.txt", "num_classes": 8,
-             "input_size": 64, "scale_size": 72, "multiscale_offsets": 5, "flip": False,
-             "synth": {"out_dir": "demo_data", "videos_per_class": 80}},
-    "optim": {"lr": 0.005, "weight_decay": 1e-4},
-    "schedule": {"name": "cosine", "warmup_epochs": 1, "eta_min": 1e-4},
-    "train": {"epochs": 7},
-    "scaling": {"torch_threads": 0},
-}
-
-
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a YAML experiment config (None = embedded demo defaults) and apply ``a.b=c`` overrides."""
-    if path is None:
-        return build_config(copy.deepcopy(EMBEDDED_DEFAULTS), overrides, source="<embedded defaults>")
+def load_config(path: str | Path, overrides: list[str] | None = None, *, methods: MethodCatalog) -> ExperimentConfig:
+    """Load a YAML experiment config and apply ``a.b=c`` overrides; an empty file is an error."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if tree is None:
+        raise ConfigError(f"{path}: the file is empty (or only comments); a config needs at least a method "
+                          f"section, e.g. configs/demo_tsn.yaml")
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(tree).__name__}")
     # Relative data paths are relative to the working directory (where users run commands), not the
     # config folder: configs/ files name data like "demo_data/train.txt" from the repository root.
-    return build_config(tree, overrides, source=str(path), base_dir=Path.cwd())
-
-
-def config_from_dict(tree: dict[str, Any]) -> ExperimentConfig:
-    """Rebuild a config already resolved (e.g. from a checkpoint or a Ray worker's config dict)."""
-    try:
-        return ExperimentConfig.model_validate(tree)
-    except ValidationError as error:
-        raise ConfigError(_format_errors(error, "<resolved config>")) from None
+    return build_config(tree, overrides, methods=methods, source=str(path), base_dir=Path.cwd())
 
 
 def dumps(cfg: ExperimentConfig) -> str:

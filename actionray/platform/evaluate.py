@@ -1,12 +1,16 @@
-"""Multi-view test as Ray Data batch inference, and score fusion across views and score files.
+"""Evaluation: the method's test protocol run by the platform, batch inference, and score fusion utilities.
 
-``evaluate``: the test split is decoded by A1's pipeline into one row per view (clip x crop); a pool of model
-actors (``map_batches`` with a callable class, one actor per GPU, or per CPU worker slot on a CPU machine)
-turns each view into class scores; per-video per-view scores go to a Parquet file; views are fused by the
-reference rule: mean of softmax probabilities (TDN/GCNet pkl_to_results.py), or the maximum of softmax
-probabilities (TCPNet test_models.py); then top-1/top-5/mean class accuracy.
-``aggregate``: the same fusion over several score files (e.g. 10 clip files x 3 crop files, or an 8+16-frame
-ensemble), the pkl_to_results workflow.
+``evaluate(cfg, checkpoint=...)`` calls the method's ``test`` (its own protocol: views and fusion for a clip
+classifier, proposals and detection mAP for a localization method) and tracks what it returns as an MLflow run
+nested under the training run it scores. ``batch_inference`` is what a protocol uses to run the model over a Ray
+dataset: a pool of model actors (``map_batches`` with a callable class, one actor per GPU, or per CPU worker slot
+on a CPU machine) applies the method's ``score_batch`` to each batch of rows.
+
+Score fusion for classifiers (a library, used by the clip classifiers' protocol and by ``aggregate``): per-video
+per-view scores in a Parquet file; views fused by the reference rule: mean of softmax probabilities (TDN/GCNet
+pkl_to_results.py), or the maximum of softmax probabilities (TCPNet test_models.py); then top-1/top-5/mean class
+accuracy. ``aggregate``: the same fusion over several score files (e.g. 10 clip files x 3 crop files, or an
+8+16-frame ensemble), the pkl_to_results workflow.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from actionray.platform.config import ConfigError, ExperimentConfig, config_from_dict
+from actionray.platform.config import ConfigError, ExperimentConfig, default_tracking_uri
 from actionray.platform.metrics import mean_class_accuracy, top_k_accuracy
 
 SCORE_COLUMNS = ("index", "view", "label", "scores")
@@ -40,10 +44,11 @@ def load_weights(model, cfg: ExperimentConfig, checkpoint: str | None, reference
     from actionray.platform.checkpoint import model_state_from_checkpoint
 
     if checkpoint is None:
-        if cfg.model.reference_checkpoint is None:
-            raise ConfigError("eval: give --checkpoint PATH or set model.reference_checkpoint")
-        load_reference_checkpoint(model, cfg.model.reference_checkpoint, reference_layout or "auto")
-        return cfg.model.reference_checkpoint
+        reference = getattr(cfg.method, "reference_checkpoint", None)
+        if reference is None:
+            raise ConfigError("eval: give --checkpoint PATH (or set method.reference_checkpoint)")
+        load_reference_checkpoint(model, reference, reference_layout or "auto")
+        return reference
     if reference_layout is not None:
         load_reference_checkpoint(model, checkpoint, reference_layout)
         return checkpoint
@@ -51,31 +56,47 @@ def load_weights(model, cfg: ExperimentConfig, checkpoint: str | None, reference
     return checkpoint
 
 
-class ViewScorer:
-    """Ray Data actor: builds the model once, then maps batches of views to raw class scores (logits)."""
+class ModelScorer:
+    """Ray Data actor: builds the method's model once, loads the weights, then maps batches of rows through the
+    method's ``score_batch(model, batch, device)``."""
 
-    def __init__(self, cfg_dict: dict[str, Any], checkpoint: str | None, reference_layout: str | None,
+    def __init__(self, cfg: ExperimentConfig, checkpoint: str | None, reference_layout: str | None,
                  use_gpu: bool) -> None:
         import torch
 
-        from actionray.trainables import get_trainable
-
-        self.cfg = config_from_dict(cfg_dict)
+        self.cfg = cfg
+        self.method = cfg.recipe
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        model = get_trainable(self.cfg.trainable).build_model(self.cfg)
-        load_weights(model, self.cfg, checkpoint, reference_layout)
+        model = self.method.build_model(cfg)
+        load_weights(model, cfg, checkpoint, reference_layout)
         self.model = model.to(self.device).eval()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """uint8 views (B, N, H, W, 3) -> scores (B, C) plus index/view/label."""
         import torch
 
-        from actionray.platform.data.transforms import normalize
-
         with torch.no_grad():
-            video = normalize(torch.from_numpy(np.ascontiguousarray(batch["video"])).to(self.device))
-            scores = self.model(video).float().cpu().numpy()
-        return {"index": batch["index"], "view": batch["view"], "label": batch["label"], "scores": scores}
+            return self.method.score_batch(self.model, batch, self.device)
+
+
+def batch_inference(cfg: ExperimentConfig, dataset, *, checkpoint: str | None, reference_layout: str | None,
+                    batch_size: int | None = None) -> dict[str, np.ndarray]:
+    """Every row of ``dataset`` through the method's ``score_batch`` in a pool of model actors; the output
+    columns gathered on the driver, each stacked into one array."""
+    import ray
+
+    scored = dataset.map_batches(
+        ModelScorer, batch_size=batch_size or cfg.eval.batch_size,
+        fn_constructor_kwargs={"cfg": cfg, "checkpoint": checkpoint, "reference_layout": reference_layout,
+                               "use_gpu": cfg.scaling.use_gpu},
+        compute=ray.data.ActorPoolStrategy(size=_actor_pool_size(cfg)),
+        num_gpus=1 if cfg.scaling.use_gpu else 0, num_cpus=1)
+    columns: dict[str, list] = {}
+    for batch in scored.iter_batches(batch_size=256, batch_format="numpy"):
+        for key, values in batch.items():
+            columns.setdefault(key, []).extend(values)
+    if not columns:
+        raise RuntimeError(f"batch inference produced no rows (test data of {cfg.name} is empty?)")
+    return {key: np.stack(values) for key, values in columns.items()}
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -152,42 +173,25 @@ def _actor_pool_size(cfg: ExperimentConfig) -> int:
 
 def evaluate(cfg: ExperimentConfig, *, checkpoint: str | None = None, reference_layout: str | None = None,
              clips: int | None = None, crops: int | None = None, output: str | None = None,
-             log_to_mlflow: bool = True) -> dict[str, Any]:
-    """Score every test view of ``cfg`` with a checkpoint; write Parquet scores; return accuracy."""
-    import ray
-
-    from actionray.platform.data.pipeline import build_clip_dataset
+             log_to_mlflow: bool = True, parent_run_id: str | None = None) -> dict[str, Any]:
+    """Run the method's test protocol on ``cfg`` with a checkpoint; returns its report (metrics and what the
+    protocol adds, e.g. the score or predictions file) and logs it to MLflow."""
     from actionray.platform.raysession import ensure_ray
 
-    cfg = config_from_dict(cfg.to_dict())
-    cfg.eval.clips = clips or cfg.eval.clips
-    cfg.eval.crops = crops or cfg.eval.crops
+    overrides = {"eval.clips": clips or cfg.eval.clips, "eval.crops": crops or cfg.eval.crops}
+    cfg = cfg.with_overrides(overrides)
     if checkpoint is not None and not Path(checkpoint).exists():
         raise ConfigError(f"--checkpoint {checkpoint}: no such file or folder")
     ensure_ray(cfg)
-    views = build_clip_dataset(cfg, "test").select_columns(["video", "label", "index", "view"])
-    scored = views.map_batches(
-        ViewScorer, batch_size=cfg.eval.batch_size,
-        fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "checkpoint": checkpoint,
-                               "reference_layout": reference_layout, "use_gpu": cfg.scaling.use_gpu},
-        compute=ray.data.ActorPoolStrategy(size=_actor_pool_size(cfg)),
-        num_gpus=1 if cfg.scaling.use_gpu else 0, num_cpus=1)
-    columns: dict[str, list] = {k: [] for k in SCORE_COLUMNS}
-    for batch in scored.iter_batches(batch_size=256, batch_format="numpy"):
-        for key in SCORE_COLUMNS:
-            columns[key].extend(batch[key])
-    scores = np.stack(columns["scores"])
-    name = f"{cfg.name}_{cfg.eval.clips}x{cfg.eval.crops}.parquet"
-    path = write_scores(output or Path(cfg.eval.output_dir) / name, columns["index"], columns["view"],
-                        columns["label"], scores)
-    fused, labels, _ = combine_views(np.asarray(columns["index"]), np.asarray(columns["label"]), scores,
-                                     cfg.eval.combine)
-    report = accuracy_report(fused, labels)
-    report.update({"views": f"{cfg.eval.clips}x{cfg.eval.crops}", "combine": cfg.eval.combine,
-                   "scores": str(path), "checkpoint": checkpoint or cfg.model.reference_checkpoint})
+    evaluation = cfg.recipe.test(cfg, checkpoint=checkpoint, reference_layout=reference_layout, output=output)
+    report = {**evaluation.artifacts.get("report", {}), **evaluation.metrics,
+              "checkpoint": checkpoint or getattr(cfg.method, "reference_checkpoint", None)}
+    report.update({k.removeprefix("test_"): v for k, v in evaluation.metrics.items()})
     if log_to_mlflow and cfg.tracking.enabled:
-        _log_eval(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location,
-                  f"eval-{cfg.name}-{report['views']}", report, [path], cfg)
+        views = report.get("views")
+        name = f"eval-{cfg.name}" + (f"-{views}" if views else "")
+        _log_eval(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location, name, report,
+                  [Path(f) for f in evaluation.artifacts.get("files", [])], cfg, evaluation.metrics, parent_run_id)
     return report
 
 
@@ -207,14 +211,17 @@ def aggregate(paths: Sequence[str], *, combine: str = "mean_prob", tracking_uri:
     report = accuracy_report(fused, video_labels)
     report.update({"files": [str(p) for p in paths], "combine": combine, "views_total": int(len(index))})
     if tracking:
-        uri = tracking_uri or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-        _log_eval(uri, experiment, str(Path.cwd().resolve() / "mlartifacts"), "aggregate", report, [], None)
+        uri = tracking_uri or default_tracking_uri()
+        metrics = {f"test_{k}": report[k] for k in ("top1", "top5", "mean_class_acc")}
+        _log_eval(uri, experiment, str(Path.cwd().resolve() / "mlartifacts"), "aggregate", report, [], None, metrics)
     return report
 
 
 def _log_eval(uri: str, experiment: str, artifact_location: str | None, run_name: str, report: dict[str, Any],
-              artifacts: list[Path], cfg: ExperimentConfig | None) -> None:
-    """One MLflow run per evaluation: metrics test_*, params views/combine/checkpoint, the score file."""
+              artifacts: list[Path], cfg: ExperimentConfig | None, metrics: dict[str, float],
+              parent_run_id: str | None = None) -> None:
+    """One MLflow run per evaluation (nested under ``parent_run_id`` when given): the metrics, params
+    views/combine/checkpoint, the score or predictions file."""
     from actionray.platform.tracking import Tracker, configure_http_env
 
     configure_http_env()
@@ -226,7 +233,9 @@ def _log_eval(uri: str, experiment: str, artifact_location: str | None, run_name
         location = Path(artifact_location).resolve().as_uri() if artifact_location and "://" not in artifact_location \
             else artifact_location
         exp_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=location)
-        tags = {"kind": "eval"} | ({"trainable": cfg.trainable, "config": cfg.name} if cfg else {})
+        tags = {"kind": "eval"} | ({"method": cfg.method.name, "config": cfg.name} if cfg else {})
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
         return client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
 
     run_id = tracker._call("create eval run", create)
@@ -234,8 +243,7 @@ def _log_eval(uri: str, experiment: str, artifact_location: str | None, run_name
         return
     tracker.run_id = run_id
     tracker.log_params({k: v for k, v in report.items() if k in ("views", "combine", "checkpoint", "files")})
-    tracker.log_metrics({f"test_{k}": v for k, v in report.items() if k in ("top1", "top5", "mean_class_acc")},
-                        step=0)
+    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=0)
     for path in artifacts:
         tracker.log_artifact(path, "scores")
     tracker.end("FINISHED")

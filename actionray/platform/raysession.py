@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from actionray.platform.config import ExperimentConfig
+
+__all__ = ["QUIET_ENV", "set_quiet_env", "local_num_cpus", "cluster_address", "ensure_ray", "loopback_node"]
 
 # platform_apis 1.10: quiet logs without hiding user prints; Train forwards RAY_TRAIN_* to its workers.
 QUIET_ENV = {
@@ -41,7 +45,7 @@ def cluster_address() -> str | None:
 
 
 def ensure_ray(cfg: ExperimentConfig) -> None:
-    """Initialise Ray if this process has not: attach to ``RAY_ADDRESS`` or start a local instance."""
+    """Initialise Ray if this process has not: attach to ``RAY_ADDRESS`` or start a loopback-only local one."""
     set_quiet_env()
     import ray
 
@@ -52,4 +56,26 @@ def ensure_ray(cfg: ExperimentConfig) -> None:
         ray.init(address=address, logging_level=logging.WARNING)
         return
     # address="local" always starts a new instance, even if a stale cluster address file exists (5.4).
-    ray.init(address="local", num_cpus=local_num_cpus(cfg), logging_level=logging.WARNING)
+    with loopback_node():
+        ray.init(address="local", num_cpus=local_num_cpus(cfg), logging_level=logging.WARNING)
+
+
+@contextmanager
+def loopback_node() -> Iterator[None]:
+    """While starting a local instance, make 127.0.0.1 its node IP, so that every server listens on loopback.
+
+    Ray 2.60 binds GCS, raylet, object manager, workers and agents to all interfaces unless the node IP is a
+    loopback address, and ``ray.init(_node_ip_address="127.0.0.1")`` is turned back into the routable IP (Ray
+    repo, python/ray/_private/services.py, ``resolve_ip_for_localhost``). Ray's own Windows/macOS single-machine
+    mode takes the loopback IP instead (``get_node_ip_address`` when ``ray_constants.ENABLE_RAY_CLUSTER`` is
+    false): we flip that switch for the start only; once started, the node IP comes from the node. Not used for
+    ``RAY_ADDRESS`` clusters. torch.distributed's TCPStore (rank-0 Train worker) still binds all interfaces.
+    """
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved

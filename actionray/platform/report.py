@@ -12,12 +12,47 @@ import math
 import re
 from typing import Any
 
-from actionray.platform.ablation import METRICS, ablation_table
 from actionray.platform.config import ConfigError
 
-PERCENT_METRICS = ("val_top1", "val_top5", "val_mean_class_acc", "train_top1")
-SWEEP_METRICS = ("val_top1", "val_top5", "val_mean_class_acc", "val_loss", "train_loss", "epoch")
+# Tables made before the metric tags existed (and reports of such runs) fall back to the classifier metrics.
+LEGACY_METRICS = ("val_top1", "val_top5", "val_mean_class_acc")
+LEGACY_PERCENT = ("val_top1", "val_top5", "val_mean_class_acc", "train_top1")
 KIND_TAG, GROUP_TAG = "actionray.kind", "actionray.group"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; NaN for a single seed)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    return mean, std
+
+
+def ablation_table(runs: "pd.DataFrame", cells: list[dict[str, Any]], *, metrics: tuple[str, ...],
+                   primary: str, baseline: str, percent: tuple[str, ...] = ()) -> "pd.DataFrame":
+    """One row per cell (grid order) from per-run rows (columns ``variant``, ``seed`` and the metrics).
+
+    Columns: ``variant``, one per axis, ``seeds``, ``<metric>_mean`` / ``<metric>_std`` (metrics in ``percent``
+    are fractions shown x100) and ``delta`` (primary mean minus the baseline row's, in the same units).
+    """
+    import pandas as pd
+
+    rows = []
+    for cell in cells:
+        group = runs[runs["variant"] == cell["variant"]]
+        row: dict[str, Any] = {"variant": cell["variant"], **cell["axes"], "seeds": int(len(group))}
+        for metric in metrics:
+            scale = 100.0 if metric in percent else 1.0
+            values = [float(v) * scale for v in group[metric].dropna()] if metric in group else []
+            mean, std = _mean_std(values) if values else (float("nan"), float("nan"))
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    base = table.loc[table["variant"] == baseline, f"{primary}_mean"]
+    table["delta"] = table[f"{primary}_mean"] - (float(base.iloc[0]) if len(base) else float("nan"))
+    table.attrs.update(baseline=baseline, primary=primary, metrics=list(metrics), percent=list(percent),
+                       axes=[k for k in cells[0]["axes"]] if cells else [])
+    return table
 
 
 def _number(value: float, digits: int = 2) -> str:
@@ -26,7 +61,7 @@ def _number(value: float, digits: int = 2) -> str:
 
 def ablation_cells_text(table, bold: str = "**") -> list[dict[str, str]]:
     """Table rows as display strings: ``mean ± std``, the best mean per metric wrapped in ``bold``."""
-    metrics = table.attrs.get("metrics", list(METRICS))
+    metrics = table.attrs.get("metrics", list(LEGACY_METRICS))
     axes = table.attrs.get("axes", [])
     baseline = table.attrs.get("baseline")
     primary = table.attrs.get("primary", "val_top1")
@@ -97,27 +132,30 @@ def bar_chart(table, title: str = ""):
     if len(base):
         ax.axhline(float(base.iloc[0]), color="gray", linestyle="--", linewidth=1, label="baseline")
         ax.legend(loc="lower right")
-    ax.set_ylabel(f"{primary} (%)" if primary in PERCENT_METRICS else primary)
+    ax.set_ylabel(f"{primary} (%)" if primary in table.attrs.get("percent", LEGACY_PERCENT) else primary)
     ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
-def sweep_table(rows: list[dict[str, Any]], keys: list[str], metric: str, mode: str):
-    """One row per trial (``run``, ``status``, sampled ``keys``, metrics), best first; accuracies in percent."""
+def sweep_table(rows: list[dict[str, Any]], keys: list[str], metric: str, mode: str,
+                metrics: tuple[str, ...] | None = None, percent: tuple[str, ...] = LEGACY_PERCENT):
+    """One row per trial (``run``, ``status``, sampled ``keys``, ``metrics``), best first; ``percent`` metrics
+    (fractions) x100."""
     import pandas as pd
 
+    metrics = tuple(metrics or (*LEGACY_METRICS, "val_loss", "train_loss", "epoch"))
     table = pd.DataFrame(rows)
-    for column in list(keys) + list(SWEEP_METRICS):
+    for column in list(keys) + list(metrics):
         if column not in table:
             table[column] = math.nan
-    for column in PERCENT_METRICS:
+    for column in percent:
         if column in table:
             table[column] = pd.to_numeric(table[column], errors="coerce") * 100.0
     table = table.sort_values([metric, "run"], ascending=[mode == "min", True], na_position="last")
     table = table.reset_index(drop=True)
-    table = table[["run", "status", *keys, *[m for m in SWEEP_METRICS]]]
-    table.attrs.update(metric=metric, mode=mode, keys=list(keys))
+    table = table[["run", "status", *keys, *metrics]]
+    table.attrs.update(metric=metric, mode=mode, keys=list(keys), percent=list(percent))
     return table
 
 
@@ -191,7 +229,8 @@ def ablation_from_mlflow(tracking_uri: str, parent, *, finished_only: bool = Tru
 
     tags = parent.data.tags
     axes = json.loads(tags.get("actionray.axes", "[]"))
-    metrics = tuple(json.loads(tags.get("actionray.metrics", json.dumps(list(METRICS)))))
+    metrics = tuple(json.loads(tags.get("actionray.metrics", json.dumps(list(LEGACY_METRICS)))))
+    percent = tuple(json.loads(tags.get("actionray.percent", json.dumps(list(LEGACY_PERCENT)))))
     cells: dict[str, dict[str, Any]] = {}
     rows = []
     for run in child_runs(tracking_uri, parent):
@@ -207,7 +246,7 @@ def ablation_from_mlflow(tracking_uri: str, parent, *, finished_only: bool = Tru
         raise ConfigError(f"ablation {parent.info.run_id}: no finished child runs")
     ordered = sorted(cells.values(), key=lambda c: c["index"])
     table = ablation_table(pd.DataFrame(rows), ordered, metrics=metrics, primary=tags.get("actionray.primary",
-                           "val_top1"), baseline=tags.get("actionray.baseline"))
+                           metrics[0]), baseline=tags.get("actionray.baseline", ordered[0]["variant"]), percent=percent)
     if tags.get("actionray.reference"):
         add_reference(table, json.loads(tags["actionray.reference"]))
     return table
@@ -217,19 +256,23 @@ def sweep_from_mlflow(tracking_uri: str, parent):
     """Rebuild the sweep table (all trials, best first) from the parent's child runs."""
     tags = parent.data.tags
     keys = json.loads(tags.get("actionray.sweep_keys", "[]"))
+    metrics = tuple(json.loads(tags.get("actionray.metrics", json.dumps([*LEGACY_METRICS, "val_loss", "train_loss",
+                                                                         "epoch"]))))
+    percent = tuple(json.loads(tags.get("actionray.percent", json.dumps(list(LEGACY_PERCENT)))))
     rows = []
     for run in child_runs(tracking_uri, parent):
         rows.append({"run": run.info.run_name, "status": run.info.status,
                      **{k: run.data.params.get(k) for k in keys},
-                     **{m: run.data.metrics.get(m, math.nan) for m in SWEEP_METRICS}})
+                     **{m: run.data.metrics.get(m, math.nan) for m in metrics}})
     if not rows:
         raise ConfigError(f"sweep {parent.info.run_id}: no child runs")
-    return sweep_table(rows, keys, tags.get("actionray.metric", "val_top1"), tags.get("actionray.mode", "max"))
+    return sweep_table(rows, keys, tags.get("actionray.metric", "val_top1"), tags.get("actionray.mode", "max"),
+                       metrics, percent)
 
 
 def render_ablation(table, title: str, fmt: str = "markdown") -> str:
     """``markdown`` (terminal and README) or ``html`` text of an ablation table."""
-    note = (f"mean ± std over seeds (sample std), accuracies in %; bold = best per column; "
+    note = (f"mean ± std over seeds (sample std), fractions in %; bold = best per column; "
             f"Δ against {table.attrs.get('baseline')}")
     if fmt == "html":
         return html_table(ablation_cells_text(table, bold="<b>"), title, note)
@@ -239,7 +282,7 @@ def render_ablation(table, title: str, fmt: str = "markdown") -> str:
 def render_sweep(table, title: str, fmt: str = "markdown") -> str:
     """``markdown`` or ``html`` text of a sweep table (best trial first)."""
     rows = sweep_rows_text(table)
-    note = f"sorted by {table.attrs['metric']} ({table.attrs['mode']}); accuracies in %"
+    note = f"sorted by {table.attrs['metric']} ({table.attrs['mode']}); fractions in %"
     if fmt == "html":
         return html_table([{k: v.replace("**", "") for k, v in r.items()} for r in rows], title, note)
     return f"{title}\n\n{markdown_table(rows)}\n{note}\n"
@@ -254,6 +297,6 @@ def report(kind: str, run_id_or_name: str, *, tracking_uri: str, experiment: str
     return render_sweep(sweep_from_mlflow(tracking_uri, parent), title, fmt)
 
 
-__all__ = ["mlflow_client", "ablation_cells_text", "markdown_table", "html_table", "add_reference", "bar_chart", "sweep_table",
+__all__ = ["ablation_table", "mlflow_client", "ablation_cells_text", "markdown_table", "html_table", "add_reference", "bar_chart", "sweep_table",
            "find_parent", "child_runs", "ablation_from_mlflow", "sweep_from_mlflow", "render_ablation",
            "render_sweep", "report"]

@@ -13,13 +13,19 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from actionray.platform.config import ExperimentConfig
+if TYPE_CHECKING:  # config.py imports default_tracking_uri from here
+    from actionray.platform.config import ExperimentConfig
 
 # Fail fast on an unreachable server instead of MLflow's default 7 retries with back-off (minutes).
 HTTP_ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
                      "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def default_tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set (e.g. for a cluster job via --runtime-env-json), else ./mlflow.db (SQLite)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
 def configure_http_env() -> dict[str, str]:
@@ -73,7 +79,7 @@ class Tracker:
         """Params as strings, in batches of 100 (MLflow's per-call limit)."""
         from mlflow.entities import Param
 
-        items = [Param(k, _param_text(v)) for k, v in params.items()]
+        items = [Param(k, param_text(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):
             self._call("log_params", self.client.log_batch, self.run_id, params=items[start:start + 100])
 
@@ -97,18 +103,43 @@ class Tracker:
         """A matplotlib figure as a PNG artifact."""
         self._call("log_figure", self.client.log_figure, self.run_id, figure, artifact_file)
 
+    def log_table(self, table, artifact_file: str) -> None:
+        """A table (pandas DataFrame or dict of columns) as a JSON artifact the MLflow UI shows as a table."""
+        self._call("log_table", lambda: self.client.log_table(self.run_id, table, artifact_file))
+
+    def update_status(self, status: str) -> None:
+        """Set the run's status: RUNNING reopens it (resume), FINISHED / FAILED / KILLED end it."""
+        if status == "RUNNING":
+            self._call("reopen run", lambda: self.client.update_run(self.run_id, status))
+        else:
+            self._call("set_terminated", lambda: self.client.set_terminated(self.run_id, status))
+
     def end(self, status: str = "FINISHED") -> None:
         """Mark the run FINISHED / FAILED / KILLED."""
-        self._call("set_terminated", self.client.set_terminated, self.run_id, status)
+        self.update_status(status)
+
+    def child_runs(self) -> list:
+        """The runs nested under this one (``mlflow.parentRunId`` tag), as MLflow ``Run`` objects."""
+
+        def search() -> list:
+            experiment_id = self.client.get_run(self.run_id).info.experiment_id
+            return list(self.client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{self.run_id}'"))
+
+        return self._call("list child runs", search) or []
+
+    def end_child(self, run_id: str, status: str) -> None:
+        """Mark a child run (from :meth:`child_runs`) FINISHED / FAILED / KILLED."""
+        self._call("set_terminated", lambda: self.client.set_terminated(run_id, status))
 
 
-def _param_text(value: Any) -> str:
+def param_text(value: Any) -> str:
+    """A param value as MLflow stores it: lists/dicts as JSON, others as ``str``, cut at 6000 characters."""
     text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     return text[:6000]  # MLflow's param value limit
 
 
 def run_tags(cfg: ExperimentConfig, extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """Provenance tags: code revision, library versions, trainable, config name, plus ``extra``."""
+    """Provenance tags: code revision, library versions, method, config name, plus ``extra``."""
     import mlflow
     import ray
     import torch
@@ -117,7 +148,7 @@ def run_tags(cfg: ExperimentConfig, extra: dict[str, Any] | None = None) -> dict
 
     tags = {"actionray.version": actionray.__version__, "torch.version": torch.__version__,
             "ray.version": ray.__version__, "mlflow.version": mlflow.__version__,
-            "trainable": cfg.trainable, "config": cfg.name}
+            "method": cfg.method.name, "config": cfg.name}
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -163,7 +194,7 @@ def start_run(cfg: ExperimentConfig, run_name: str, *, parent_run_id: str | None
 
     if run_id is not None:
         tracker.run_id = run_id
-        tracker._call("reopen run", tracker.client.update_run, run_id, "RUNNING")
+        tracker.update_status("RUNNING")
         return tracker
     new_id = tracker._call("create run", create)
     if new_id is None:
@@ -176,42 +207,84 @@ def start_run(cfg: ExperimentConfig, run_name: str, *, parent_run_id: str | None
     return tracker
 
 
-def confusion_figure(matrix, class_names: list[str] | None = None):
-    """A matplotlib figure of a (C, C) confusion matrix (rows = truth, columns = prediction)."""
+NORMALIZATIONS = {"true": "rows: each true class sums to 1 (recall)",
+                  "pred": "columns: each predicted class sums to 1 (precision)",
+                  None: "not normalised (counts)"}
+
+
+def confusion_figure(matrix, class_names: list[str] | None = None, *, normalize: str | None = "true",
+                     max_annotated: int = 12):
+    """A figure of a (C, C) confusion matrix of counts (rows = true class, columns = predicted class).
+
+    Colours show the matrix normalised as ``normalize`` says ("true": per row, MMAction2's
+    ``confusion_matrix(normalize='true')``; "pred": per column; None: counts), and the title says which. Class
+    names label the axes; with at most ``max_annotated`` classes each cell also shows its count.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    size = max(4.0, 0.35 * len(matrix))
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(matrix, cmap="Blues")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if class_names and len(class_names) <= 40:
-        ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
-    fig.colorbar(image, ax=ax)
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"confusion_figure normalize={normalize!r}: choose 'true', 'pred' or None")
+    counts = np.asarray(matrix)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+        raise ValueError(f"confusion matrix must be square (C, C), got shape {counts.shape}")
+    n = len(counts)
+    shown = counts.astype(float)
+    if normalize is not None:
+        axis = 1 if normalize == "true" else 0
+        totals = counts.sum(axis=axis, keepdims=True).astype(float)
+        shown = np.divide(shown, totals, out=np.zeros_like(shown), where=totals > 0)  # empty class: zeros
+    size = max(4.0, 0.35 * n)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size + 0.5))
+    image = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"confusion matrix, {NORMALIZATIONS[normalize]}", fontsize=9)
+    names = list(class_names) if class_names else [str(i) for i in range(n)]
+    if len(names) != n:
+        raise ValueError(f"confusion_figure: {len(names)} class names for a {n}x{n} matrix")
+    if n <= 40:  # beyond that the names are unreadable; the PNG still shows the pattern
+        ax.set_xticks(range(n), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), names, fontsize=7)
+    if n <= max_annotated:
+        threshold = (shown.max() or 1.0) / 2
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=8,
+                        color="white" if shown[i, j] > threshold else "black")
+    fig.colorbar(image, ax=ax, label="fraction" if normalize else "count")
     fig.tight_layout()
     return fig
 
 
-def curves_figure(history: list[dict[str, float]]):
-    """Training curves (loss, top-1) per epoch from the loop's per-epoch metric dicts."""
+def curves_figure(history: list[dict[str, float]], loss_keys: tuple[str, ...] = ("train_loss", "val_loss"),
+                  metric_keys: tuple[str, ...] = ("train_top1", "val_top1")):
+    """Training curves per epoch from the loop's per-epoch metric dicts: losses left, the method's metric right."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, ax in (("train_loss", ax_loss), ("val_loss", ax_loss), ("train_top1", ax_acc), ("val_top1", ax_acc)):
-        points = [(h["epoch"], h[key]) for h in history if key in h]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=key)
-    for ax, title in ((ax_loss, "loss"), (ax_acc, "top-1")):
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    for keys, ax in ((loss_keys, ax_loss), (metric_keys, ax_metric)):
+        for key in keys:
+            points = [(h["epoch"], h[key]) for h in history if key in h]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=key)
+    epochs = sorted({int(h["epoch"]) for h in history if "epoch" in h})
+    for ax, title in ((ax_loss, "loss"), (ax_metric, " / ".join(metric_keys))):
         ax.set_xlabel("epoch")
+        if 0 < len(epochs) <= 20:
+            ax.set_xticks(epochs)  # one tick per epoch while they fit
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_title(title)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.tight_layout()
     return fig
 
@@ -221,5 +294,18 @@ def write_json_artifact(tracker: Tracker, obj: Any, artifact_file: str) -> None:
     tracker.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
 
 
-__all__ = ["Tracker", "start_run", "configure_http_env", "run_tags", "confusion_figure", "curves_figure",
-           "write_json_artifact"]
+def log_artifact_object(tracker: Tracker, obj: Any, artifact_file: str) -> None:
+    """Log what a method's evaluation returns: a matplotlib figure (then closed), a str, or a JSON-able object."""
+    if hasattr(obj, "savefig"):
+        tracker.log_figure(obj, artifact_file)
+        import matplotlib.pyplot as plt
+
+        plt.close(obj)
+    elif isinstance(obj, str):
+        tracker.log_text(obj, artifact_file)
+    else:
+        write_json_artifact(tracker, obj, artifact_file)
+
+
+__all__ = ["Tracker", "start_run", "default_tracking_uri", "configure_http_env", "param_text", "run_tags",
+           "NORMALIZATIONS", "confusion_figure", "curves_figure", "write_json_artifact", "log_artifact_object"]

@@ -8,8 +8,8 @@ name and storage so every worker's ``get_checkpoint()`` returns the latest check
 from __future__ import annotations
 
 import json
-import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,47 +38,33 @@ def latest_run(cfg: ExperimentConfig, storage_path: str) -> str | None:
     return runs[-1].name if runs else None
 
 
-def prepare_data(cfg: ExperimentConfig) -> None:
-    """Generate the demo videos when ``data.synth`` is set and the train list does not exist yet."""
-    synth = cfg.data.synth
-    if synth is None or Path(cfg.data.train_list).exists():
-        return
-    from actionray.platform.data.synth import generate_dataset
+@dataclass
+class Run:
+    """A ``TorchTrainer`` ready to ``fit()``, with the driver-side MLflow run it reports into and its folder."""
 
-    out = generate_dataset(synth.out_dir, classes=synth.classes, videos_per_class=synth.videos_per_class,
-                           frames=synth.frames, size=(synth.width, synth.height), seed=synth.seed,
-                           format=synth.format)
-    if Path(out.train_list) != Path(cfg.data.train_list):
-        raise ConfigError(f"data.synth wrote {out.train_list} but data.train_list is {cfg.data.train_list}; "
-                          f"point data.train_list/val_list at data.synth.out_dir")
+    trainer: Any
+    tracker: Tracker
+    run_dir: Path | None
+    name: str
 
 
-def _fault_from_env(run_dir: Path | None) -> dict[str, Any] | None:
-    """Test hook: ACTIONRAY_FAULT_AFTER_EPOCH=N makes one worker exit hard after epoch N, once."""
-    after = os.environ.get("ACTIONRAY_FAULT_AFTER_EPOCH")
-    if not after:
-        return None
-    marker = os.environ.get("ACTIONRAY_FAULT_MARKER") or str((run_dir or Path.cwd()) / "fault_injected")
-    return {"after_epoch": int(after), "marker": marker, "rank": int(os.environ.get("ACTIONRAY_FAULT_RANK", "0"))}
-
-
-def build_trainer(cfg: ExperimentConfig, *, run_name: str | None = None, callbacks: Sequence[Any] = (),
-                  mlflow_parent_run_id: str | None = None, mlflow_tags: dict[str, Any] | None = None,
-                  storage_path: str | None = None):
-    """A ``TorchTrainer`` for ``cfg``; an existing run folder of the same name is resumed by ``fit()``.
+def build_run(cfg: ExperimentConfig, *, run_name: str | None = None, callbacks: Sequence[Any] = (),
+              mlflow_parent_run_id: str | None = None, mlflow_tags: dict[str, Any] | None = None,
+              storage_path: str | None = None, worker_hooks: Sequence[Any] = ()) -> Run:
+    """A ``TorchTrainer`` for ``cfg`` (its method's model, data and step); an existing run folder of the same name
+    is resumed by ``fit()``.
 
     Creates (or, for an existing run folder, reopens) the MLflow run on the calling process and passes its
-    id to the workers; ``callbacks`` are ``ray.train.UserCallback`` instances (e.g. Tune's report callback).
+    id to the workers; ``callbacks`` are ``ray.train.UserCallback`` instances (e.g. Tune's report callback);
+    ``worker_hooks`` are picklable objects with ``after_epoch(epoch, rank)`` run on every worker.
     """
     set_quiet_env()
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from actionray.platform.data.ingest import dataset_config
-    from actionray.platform.data.pipeline import build_clip_dataset
     from actionray.platform.loop import train_loop_per_worker
 
-    prepare_data(cfg)
+    source = cfg.recipe.data(cfg)
     name = run_name or default_run_name(cfg)
     storage = storage_path or cfg.train.storage_path
     if _is_local(storage):
@@ -95,8 +81,9 @@ def build_trainer(cfg: ExperimentConfig, *, run_name: str | None = None, callbac
     resources = {"CPU": s.cpus_per_worker}
     if s.use_gpu:
         resources["GPU"] = s.gpus_per_worker
-    loop_config = {"cfg": cfg.to_dict(), "run_name": name, "tracking_uri": cfg.tracking.uri,
-                   "mlflow_run_id": tracker.run_id, "fault": _fault_from_env(run_dir)}
+    loop_config = {"cfg": cfg, "run_name": name, "tracking_uri": cfg.tracking.uri,
+                   "mlflow_run_id": tracker.run_id, "worker_hooks": list(worker_hooks)}
+    metric, mode = cfg.checkpoint_metric
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -107,17 +94,15 @@ def build_trainer(cfg: ExperimentConfig, *, run_name: str | None = None, callbac
             name=name, storage_path=storage, callbacks=list(callbacks),
             failure_config=FailureConfig(max_failures=s.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints,
-                                               checkpoint_score_attribute=cfg.train.checkpoint_metric,
-                                               checkpoint_score_order=cfg.train.checkpoint_mode)),
-        datasets={"train": build_clip_dataset(cfg, "train"), "val": build_clip_dataset(cfg, "val")},
-        dataset_config=dataset_config(cfg),
+                                               checkpoint_score_attribute=metric,
+                                               checkpoint_score_order=mode)),
+        datasets=source.datasets(),
+        dataset_config=source.dataset_config(),
     )
-    trainer.actionray_tracker = tracker  # the driver-side handle fit() uses to close the MLflow run
-    trainer.actionray_run_dir = run_dir
-    return trainer
+    return Run(trainer, tracker, run_dir, name)
 
 
-def fit(cfg: ExperimentConfig, *, resume: bool = False) -> dict[str, Any]:
+def fit(cfg: ExperimentConfig, *, resume: bool = False, worker_hooks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train ``cfg`` on Ray (local or the cluster in RAY_ADDRESS); returns the run summary."""
     ensure_ray(cfg)
     storage = cfg.train.storage_path
@@ -131,17 +116,17 @@ def fit(cfg: ExperimentConfig, *, resume: bool = False) -> dict[str, Any]:
         if _is_local(storage) and (Path(storage) / name).exists():
             raise ConfigError(f"train.run_name={name!r} already exists under {storage}: pass --resume to "
                               f"continue it, or choose another train.run_name")
-    trainer = build_trainer(cfg, run_name=name)
-    tracker: Tracker = trainer.actionray_tracker
+    run = build_run(cfg, run_name=name, worker_hooks=worker_hooks)
+    tracker = run.tracker
     try:
-        result = trainer.fit()
+        result = run.trainer.fit()
     except BaseException:
         tracker.end("FAILED")
         raise
     summary = dict(result.return_value or {})
     best = None
     try:
-        best = result.get_best_checkpoint(cfg.train.checkpoint_metric, cfg.train.checkpoint_mode)
+        best = result.get_best_checkpoint(*cfg.checkpoint_metric)
     except (KeyError, ValueError, RuntimeError):  # no checkpoint carries the metric yet: report no best
         pass
     paths = {"run_path": result.path, "latest_checkpoint": result.checkpoint.path if result.checkpoint else None,

@@ -18,7 +18,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from actionray.platform.config import ConfigError, ExperimentConfig, config_from_dict, dumps
+from actionray.platform.config import ConfigError, ExperimentConfig, dumps
 from actionray.platform.report import GROUP_TAG, KIND_TAG, render_sweep, sweep_table
 from actionray.search_spaces import SearchSpace, apply_dotted, expand_value, format_set_value, validate_space
 
@@ -99,13 +99,13 @@ def trial_id_of(result) -> str:
     return os.path.basename(str(result.path).rstrip("/")).removeprefix("trial_")
 
 
-def _trial(config: dict[str, Any], *, base_tree: dict[str, Any], group: str, parent_run_id: str | None,
+def _trial(config: dict[str, Any], *, base: ExperimentConfig, group: str, parent_run_id: str | None,
            train_storage: str) -> None:
     """One Tune trial: config = base + the trial's overrides (and ablation cell/seed), then build and fit."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from actionray.platform.train import build_trainer
+    from actionray.platform.train import build_run
 
     trial_id = tune.get_context().get_trial_id()
     overrides = dict(config.get("overrides", {}))
@@ -119,12 +119,12 @@ def _trial(config: dict[str, Any], *, base_tree: dict[str, Any], group: str, par
                      **{f"axis.{axis}": label for axis, label in cell["axes"].items()}})
     else:
         tags["actionray.sampled"] = json.dumps(config.get("overrides", {}), default=str)[:5000]
-    cfg = config_from_dict(apply_dotted(base_tree, overrides))
-    trainer = build_trainer(cfg, run_name=run_name, callbacks=[TuneReportCallback()],
-                            mlflow_parent_run_id=parent_run_id, mlflow_tags=tags, storage_path=train_storage)
+    cfg = base.with_overrides(overrides)
+    run = build_run(cfg, run_name=run_name, callbacks=[TuneReportCallback()],
+                    mlflow_parent_run_id=parent_run_id, mlflow_tags=tags, storage_path=train_storage)
     # No status write here: a trial stopped by Tune may still be tearing down (and raising) after the sweep
     # driver has set the child's final status from Tune's view (finalize_children), and would overwrite it.
-    trainer.fit()
+    run.trainer.fit()
 
 
 def group_name(base: str, storage: str, resume: bool) -> str:
@@ -193,12 +193,6 @@ def stop_if_interrupted(cfg: ExperimentConfig, group: str, expected: int, parent
                                f"state is saved: run the same command with --resume to continue it")
 
 
-def _child_runs(tracker) -> list:
-    client = tracker.client
-    parent = client.get_run(tracker.run_id)
-    return client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{tracker.run_id}'")
-
-
 def finalize_children(tracker, results, epochs: int, *, unreported: str | None = None) -> None:
     """Set each child run's final status from Tune's view: FINISHED, KILLED (stopped by ASHA or by an
     interruption) or FAILED; children still RUNNING without a result become ``unreported`` when given.
@@ -207,10 +201,10 @@ def finalize_children(tracker, results, epochs: int, *, unreported: str | None =
     if not tracker.active:
         return
     wanted = {trial_run_name(r.config or {}, trial_id_of(r)): trial_status(r, epochs) for r in results}
-    for run in tracker._call("list child runs", _child_runs, tracker) or []:
+    for run in tracker.child_runs():
         status = wanted.get(run.info.run_name, unreported if run.info.status == "RUNNING" else None)
         if status and run.info.status != status:
-            tracker._call("set_terminated", tracker.client.set_terminated, run.info.run_id, status)
+            tracker.end_child(run.info.run_id, status)
 
 
 def close_running_children(tracker, status: str) -> None:
@@ -230,7 +224,7 @@ def run_trials(cfg: ExperimentConfig, param_space: dict[str, Any], *, group: str
 
     storage = cfg.train.storage_path.rstrip("/")
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, base_tree=cfg.to_dict(), group=group, parent_run_id=parent_run_id,
+        tune.with_parameters(_trial, base=cfg, group=group, parent_run_id=parent_run_id,
                              train_storage=f"{storage}/{group}-train"),
         need.driver)
     if cfg.train.val_every > 1:
@@ -242,7 +236,7 @@ def run_trials(cfg: ExperimentConfig, param_space: dict[str, Any], *, group: str
     else:
         tuner = tune.Tuner(
             trainable, param_space=param_space,
-            tune_config=tune.TuneConfig(metric=cfg.train.checkpoint_metric, mode=cfg.train.checkpoint_mode,
+            tune_config=tune.TuneConfig(metric=cfg.checkpoint_metric[0], mode=cfg.checkpoint_metric[1],
                                         num_samples=num_samples, max_concurrent_trials=max_concurrent,
                                         scheduler=scheduler,
                                         trial_name_creator=lambda t: f"trial_{t.trial_id}",
@@ -262,13 +256,14 @@ def asha(cfg: ExperimentConfig):
     return ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs, grace_period=grace, reduction_factor=3)
 
 
-def retrain_command(config_path: str | None, overrides: list[str], sampled: dict[str, Any]) -> str:
+def retrain_command(config_path: str | None, overrides: list[str], sampled: dict[str, Any],
+                    catalog=None) -> str:
     """``actionray train CONFIG --set ...`` that reproduces a trial (user overrides first, sampled values last)."""
     parts = ["actionray", "train", config_path or "<CONFIG>"]
     for text in overrides:
         parts += ["--set", text]
     for key, value in sampled.items():
-        for dotted, leaf in expand_value(key, value).items():
+        for dotted, leaf in expand_value(key, value, catalog).items():
             parts += ["--set", f"{dotted}={format_set_value(leaf)}"]
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -278,14 +273,17 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, *, config_path: str | N
               max_concurrent: int | None = None, resume: bool = False, name: str | None = None,
               echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run a sweep of ``space`` around ``cfg``; log parent/children to MLflow; return best trial and table."""
-    validate_space(space, cfg.to_dict())
+    validate_space(space, cfg)
     cluster = ensure_ray_for_trials(cfg, max_concurrent)
     need, concurrent = plan_concurrency(cfg, cluster, max_concurrent)
     group = group_name(name or f"{cfg.name}-sweep-{space.name}", cfg.train.storage_path, resume)
-    keys = sorted({k for key, d in space.domains.items() for c in d.candidates() for k in expand_value(key, c)})
+    spec = cfg.recipe.metrics(cfg)
+    keys = sorted({k for key, d in space.domains.items() for c in d.candidates() for k in expand_value(key, c, cfg.catalog)})
     parent = open_parent(cfg, group, "sweep", {"actionray.space": space.name, "actionray.sweep_keys": json.dumps(keys),
-                                              "actionray.metric": cfg.train.checkpoint_metric,
-                                              "actionray.mode": cfg.train.checkpoint_mode}, resume)
+                                              "actionray.metric": cfg.checkpoint_metric[0],
+                                              "actionray.mode": cfg.checkpoint_metric[1],
+                                              "actionray.metrics": json.dumps(list(spec.sweep)),
+                                              "actionray.percent": json.dumps(sorted(spec.percent))}, resume)
     echo(f"sweep {group}: space {space.name} ({', '.join(space.keys())}), {num_samples} sample(s), "
          f"{concurrent} trial(s) at once (one needs {need.cpu:g} CPU, {need.gpu:g} GPU), "
          f"scheduler {scheduler}, MLflow parent {parent.run_id}")
@@ -308,19 +306,20 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, *, config_path: str | N
 def summarise_sweep(cfg: ExperimentConfig, results, keys: list[str], group: str, config_path: str | None,
                     overrides: list[str], parent) -> dict[str, Any]:
     """Results table (all trials, best first), best config + retrain command; logged to the parent run."""
-    metric, mode = cfg.train.checkpoint_metric, cfg.train.checkpoint_mode
-    from actionray.platform.tracking import _param_text
+    metric, mode = cfg.checkpoint_metric
+    spec = cfg.recipe.metrics(cfg)
+    from actionray.platform.tracking import param_text
 
     rows = []
     for result in results:
         # Values as the child run's params show them (full trial config, MLflow's text form), so this table
         # and the one `actionray report` rebuilds from MLflow agree.
-        flat = config_from_dict(apply_dotted(cfg.to_dict(), (result.config or {}).get("overrides", {}))).flat()
+        flat = cfg.with_overrides((result.config or {}).get("overrides", {})).flat()
         rows.append({"run": f"trial-{trial_id_of(result)}", "status": trial_status(result, cfg.train.epochs),
-                     **{k: _param_text(flat.get(k)) for k in keys},
+                     **{k: param_text(flat.get(k)) for k in keys},
                      **{m: (result.metrics or {}).get(m) for m in
-                        ("val_top1", "val_top5", "val_mean_class_acc", "val_loss", "train_loss", "epoch")}})
-    table = sweep_table(rows, keys, metric, mode)
+                        spec.sweep}})
+    table = sweep_table(rows, keys, metric, mode, spec.sweep, tuple(spec.percent))
     best = None
     try:
         best = results.get_best_result(metric=metric, mode=mode, scope="last")
@@ -330,8 +329,8 @@ def summarise_sweep(cfg: ExperimentConfig, results, keys: list[str], group: str,
     out: dict[str, Any] = {"group": group, "table": table, "best": None, "parent_run_id": parent.run_id, "text": text}
     if best is not None and best.metrics and metric in best.metrics:
         sampled = best.config.get("overrides", {})
-        best_cfg = config_from_dict(apply_dotted(cfg.to_dict(), sampled))
-        command = retrain_command(config_path, overrides, sampled)
+        best_cfg = cfg.with_overrides(sampled)
+        command = retrain_command(config_path, overrides, sampled, cfg.catalog)
         out.update(best={"trial_id": best.metrics.get("trial_id"), "metrics": {metric: best.metrics[metric]},
                          "overrides": sampled}, command=command, best_config=dumps(best_cfg))
         out["text"] = (text + f"\nbest trial {best.metrics.get('trial_id')}: {metric} = {best.metrics[metric]:.4f}\n"
@@ -341,7 +340,7 @@ def summarise_sweep(cfg: ExperimentConfig, results, keys: list[str], group: str,
         parent.set_tags({"actionray.best_trial": best.metrics.get("trial_id")})
         parent.log_metrics({f"best_{metric}": best.metrics[metric]}, step=0)
     if parent.active:
-        parent._call("log_table", parent.client.log_table, parent.run_id, table, "sweep/results.json")
+        parent.log_table(table, "sweep/results.json")
         parent.log_text(table.to_csv(index=False), "sweep/results.csv")
         parent.log_text(text, "sweep/results.md")
     return out

@@ -6,7 +6,7 @@ A space file is a mapping. Reserved top-level keys: ``description`` (one line sh
 
     optim.lr: {loguniform: [1.0e-4, 1.0e-1]}
     schedule: {choice: [{name: step, milestones: [25, 35]}, {name: cosine}]}
-    loss.ccl.enabled: true            # constant: applied to every trial
+    method.ccl.enabled: true            # constant: applied to every trial
 
 Keys are checked against the config schema before anything runs; a typo names the file, the key and the
 closest valid keys.
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from actionray.platform.config import ConfigError, ExperimentConfig
+from actionray.platform.config import ConfigError, ExperimentConfig, MethodCatalog, MethodConfig
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 USER_DIRS = (Path("configs/spaces"),)  # relative to the working directory, searched after the built-ins
@@ -90,8 +90,18 @@ class SearchSpace:
         return count
 
 
-def config_keys(model: type[BaseModel] = ExperimentConfig, prefix: str = "") -> tuple[set[str], set[str]]:
-    """(leaf keys, section keys) of the config schema as dotted paths, including optional sub-sections."""
+def _catalog(catalog: MethodCatalog | None) -> MethodCatalog:
+    if catalog is not None:
+        return catalog
+    from actionray.trainables import METHODS
+
+    return METHODS
+
+
+def config_keys(model: type[BaseModel] = ExperimentConfig, prefix: str = "",
+                catalog: MethodCatalog | None = None) -> tuple[set[str], set[str]]:
+    """(leaf keys, section keys) of the config schema as dotted paths, including optional sub-sections; the
+    ``method`` section has the keys of every method in ``catalog`` (default: the project's)."""
     leaves: set[str] = set()
     sections: set[str] = set()
     for name, info in model.model_fields.items():
@@ -99,19 +109,22 @@ def config_keys(model: type[BaseModel] = ExperimentConfig, prefix: str = "") -> 
         annotation = info.annotation
         nested = [c for c in (annotation, *getattr(annotation, "__args__", ()))
                   if isinstance(c, type) and issubclass(c, BaseModel)]
+        if nested and issubclass(nested[0], MethodConfig):
+            nested = [methods.get(n).config_class for methods in [_catalog(catalog)] for n in methods.names]
         if nested:
             sections.add(path)
-            sub_leaves, sub_sections = config_keys(nested[0], path + ".")
-            leaves |= sub_leaves
-            sections |= sub_sections
+            for section in nested:
+                sub_leaves, sub_sections = config_keys(section, path + ".", catalog)
+                leaves |= sub_leaves
+                sections |= sub_sections
         else:
             leaves.add(path)
     return leaves, sections
 
 
-def check_key(key: str, source: str) -> None:
+def check_key(key: str, source: str, catalog: MethodCatalog | None = None) -> None:
     """Raise ConfigError when ``key`` is not a config key or section, listing the closest valid keys."""
-    leaves, sections = config_keys()
+    leaves, sections = config_keys(catalog=catalog)
     if key in leaves or key in sections:
         return
     close = difflib.get_close_matches(key, sorted(leaves | sections), n=4, cutoff=0.5)
@@ -119,15 +132,15 @@ def check_key(key: str, source: str) -> None:
     raise ConfigError(f"{source}: {key!r} is not an ExperimentConfig key{hint}")
 
 
-def expand_value(key: str, value: Any) -> dict[str, Any]:
+def expand_value(key: str, value: Any, catalog: MethodCatalog | None = None) -> dict[str, Any]:
     """A sampled value -> dotted overrides; a mapping under a section key sets several keys (a bundle)."""
-    _, sections = config_keys()
+    _, sections = config_keys(catalog=catalog)
     if key in sections:
         if not isinstance(value, dict):
             raise ConfigError(f"{key!r} is a config section: its values must be mappings of its keys, got {value!r}")
         out: dict[str, Any] = {}
         for sub_key, sub_value in value.items():
-            out.update(expand_value(f"{key}.{sub_key}", sub_value))
+            out.update(expand_value(f"{key}.{sub_key}", sub_value, catalog))
         return out
     return {key: value}
 
@@ -182,28 +195,38 @@ def parse_domain(key: str, spec: Any, source: str) -> Domain:
     return Domain(kind, tuple(args))
 
 
-def validate_space(space: SearchSpace, base_tree: dict[str, Any] | None = None) -> None:
-    """Reject unknown keys and values the config would refuse (each option checked against ``base_tree``)."""
-    base_tree = base_tree if base_tree is not None else {}
+def validate_space(space: SearchSpace, base: ExperimentConfig | None = None) -> None:
+    """Reject unknown keys and values the config would refuse (each option checked against ``base``; without one,
+    against the defaults of the catalog's first method for platform keys, method keys by name only)."""
+    if base is None:
+        from actionray.platform.config import build_config
+
+        catalog = _catalog(None)
+        base = build_config({"method": {"name": catalog.names[0]}}, methods=catalog, resolve=False)
+    catalog = base.catalog
     for key, domain in space.domains.items():
-        check_key(key, space.source)
+        check_key(key, space.source, catalog)
         for candidate in domain.candidates():
             try:
-                overrides = expand_value(key, candidate)
+                overrides = expand_value(key, candidate, catalog)
             except ConfigError as error:
                 raise ConfigError(f"{space.source}: {error}") from None
             for dotted in overrides:
-                check_key(dotted, f"{space.source}: {key}")
+                check_key(dotted, f"{space.source}: {key}", catalog)
+            own = type(base.method).model_fields
+            if any(d.startswith("method.") and d.split(".")[1] not in own for d in overrides):
+                continue  # another method's key: it exists (check_key); a config of that method checks its values
             try:
-                ExperimentConfig.model_validate(apply_dotted(base_tree, overrides))
-            except ValidationError as error:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}"
-                                     for e in error.errors())
+                base.with_overrides(overrides)
+            except ConfigError as error:
+                problems = str(error).replace("invalid config <overrides>:", "").replace("\n", " ").strip()
                 raise ConfigError(f"{space.source}: {key}: value {candidate!r} is not accepted: {problems}") from None
 
 
-def space_from_mapping(name: str, tree: dict[str, Any], source: str, _seen: tuple[str, ...] = ()) -> SearchSpace:
-    """Build a SearchSpace from a parsed YAML mapping (``include`` resolved first, later keys win)."""
+def space_from_mapping(name: str, tree: dict[str, Any], source: str, _seen: tuple[str, ...] = (),
+                       catalog: MethodCatalog | None = None) -> SearchSpace:
+    """Build a SearchSpace from a parsed YAML mapping (``include`` resolved first, later keys win); method keys
+    are checked against the methods of ``catalog`` (default: the project's)."""
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: a search space must be a mapping of config keys, got {type(tree).__name__}")
     description = str(tree.get("description", "")).strip()
@@ -213,11 +236,11 @@ def space_from_mapping(name: str, tree: dict[str, Any], source: str, _seen: tupl
     for included in includes:
         if included in _seen:
             raise ConfigError(f"{source}: include cycle through {included!r}")
-        domains.update(load_space(included, _seen=(*_seen, name)).domains)
+        domains.update(load_space(included, _seen=(*_seen, name), catalog=catalog).domains)
     for key, spec in tree.items():
         if key in RESERVED:
             continue
-        check_key(str(key), source)
+        check_key(str(key), source, catalog)
         domains[str(key)] = parse_domain(str(key), spec, source)
     if not domains:
         raise ConfigError(f"{source}: the space names no config keys")
@@ -233,7 +256,8 @@ def space_paths() -> dict[str, Path]:
     return found
 
 
-def load_space(name_or_path: str | Path, *, _seen: tuple[str, ...] = ()) -> SearchSpace:
+def load_space(name_or_path: str | Path, *, _seen: tuple[str, ...] = (),
+               catalog: MethodCatalog | None = None) -> SearchSpace:
     """A space by name (built-in or configs/spaces/) or by YAML path; unknown keys raise ConfigError."""
     text = str(name_or_path)
     path = Path(text)
@@ -249,7 +273,7 @@ def load_space(name_or_path: str | Path, *, _seen: tuple[str, ...] = ()) -> Sear
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return space_from_mapping(path.stem, tree, str(path), _seen)
+    return space_from_mapping(path.stem, tree, str(path), _seen, catalog)
 
 
 def list_spaces() -> list[SearchSpace]:

@@ -1,5 +1,22 @@
-"""Method recipes: one module per method (tsn, tdn, gcnet, tcp); ``get_trainable(name)`` finds them."""
+"""Methods: one module per method, each defining ``METHOD`` (the contract in ``actionray.platform.method``).
 
-from actionray.trainables.base import Trainable, get_trainable
+``METHODS`` is the catalog the CLI and ``actionray.config`` hand to the platform: adding a method is its own
+module(s) plus one line here (docs/adding_a_method.md).
+"""
 
-__all__ = ["Trainable", "get_trainable"]
+from actionray.platform.config import MethodCatalog
+
+METHODS = MethodCatalog({
+    "tsn": "actionray.trainables.tsn",
+    "tdn": "actionray.trainables.tdn",
+    "gcnet": "actionray.trainables.gcnet",
+    "tcp": "actionray.trainables.tcp",
+})
+
+
+def get_method(name: str):
+    """The method registered under ``name`` (raises ConfigError naming the known ones)."""
+    return METHODS.get(name)
+
+
+__all__ = ["METHODS", "get_method"]

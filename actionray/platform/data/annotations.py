@@ -43,9 +43,11 @@ def _parse_int(text: str, what: str, where: str) -> int:
 def list_lines(list_file: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, text) of every entry of a list file; blank lines and ``#`` comments are skipped.
 
-    Undecodable bytes become U+FFFD so one bad line does not hide the others; ``parse_line`` rejects it.
+    Undecodable bytes become U+FFFD so one bad line does not hide the others; ``parse_line`` rejects it. A UTF-8
+    byte-order mark (Windows editors write one) is dropped, not glued onto the first path.
     """
-    for line_no, raw in enumerate(list_file.read_text(errors="replace").splitlines(), start=1):
+    text = list_file.read_text(encoding="utf-8-sig", errors="replace")
+    for line_no, raw in enumerate(text.splitlines(), start=1):
         if raw.strip() and not raw.lstrip().startswith("#"):
             yield line_no, raw
 

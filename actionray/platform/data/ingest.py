@@ -18,7 +18,6 @@ Either way a pass whose skipped fraction exceeds ``data.max_skip_fraction`` fail
 
 from __future__ import annotations
 
-import atexit
 import logging
 import weakref
 from typing import Any, Iterator
@@ -33,7 +32,7 @@ from actionray.platform.data.sampling import Split
 from actionray.platform.data.transforms import normalize
 
 __all__ = [
-    "iter_model_batches", "close_streams", "dataset_config", "ClipDataConfig", "shard_datasets", "skip_report",
+    "iter_model_batches", "TrainStreams", "dataset_config", "ClipDataConfig", "shard_datasets", "skip_report",
     "TooManySkippedError", "EpochCutter",
 ]
 
@@ -79,12 +78,10 @@ def shard_datasets(dataset: "ray.data.Dataset", world: int) -> list["ray.data.Da
 def _rebuild(dataset, shard: tuple[int, int], first_epoch: int, passes: int) -> "ray.data.Dataset":
     """``dataset`` (a train dataset or shard iterator from build_clip_dataset) built again for another shard or
     first epoch, sharing its pipeline monitor."""
-    from actionray.platform.config import config_from_dict
-
     recipe = context_of(dataset).get_config(RECIPE_KEY)
     if recipe is None or recipe["split"] != "train":
         raise ValueError("ClipDataConfig: the 'train' dataset must come from build_clip_dataset(cfg, 'train')")
-    return build_clip_dataset(config_from_dict(recipe["cfg"]), "train", list_file=recipe["list_file"], shard=shard,
+    return build_clip_dataset(recipe["cfg"], "train", list_file=recipe["list_file"], shard=shard,
                               passes=passes, first_epoch=first_epoch,
                               monitor=context_of(dataset).get_config(MONITOR_KEY))
 
@@ -257,40 +254,52 @@ class _EpochStream:
             yield _take(pool, take)
 
 
-_STREAMS: dict[int, tuple[weakref.ref, _EpochStream]] = {}  # id(shard) -> (shard, its running stream)
+class TrainStreams:
+    """The running train streams of one process, one per shard (module docstring). The training loop creates one,
+    hands it to every ``iter_model_batches`` call and closes it when the run ends (also on error or Ctrl+C):
+    streams must not be left to the garbage collector at interpreter exit (``_EpochStream.close``)."""
 
+    def __init__(self) -> None:
+        self._streams: dict[int, tuple[weakref.ref, _EpochStream]] = {}  # id(shard) -> (shard, its stream)
 
-def close_streams() -> None:
-    """Stop every train stream of this process still open (at exit; a stream closes itself after its last pass)."""
-    while _STREAMS:
-        _, (_, stream) = _STREAMS.popitem()
-        stream.close()
+    def get(self, shard, cfg, epoch: int, device, batch_size: int) -> _EpochStream:
+        """The shard's running stream if it is at ``epoch``, else a new one starting there."""
+        ref, stream = self._streams.get(id(shard), (None, None))
+        if ref is None or ref() is not shard or stream.next_epoch != epoch or stream.batch_size != batch_size:
+            if stream is not None:
+                stream.close()
+            if context_of(shard).get_config(LAYOUT_KEY) is None or monitor_of(shard) is None:
+                raise ValueError("iter_model_batches: not a train dataset built by build_clip_dataset")
+            stream = _EpochStream(shard, cfg, epoch, device, batch_size)
+            self._streams[id(shard)] = (weakref.ref(shard), stream)
+        return stream
 
-
-atexit.register(close_streams)  # registered after Ray's own exit hook, so it runs before Ray shuts down
-
-
-def _train_stream(shard, cfg, epoch: int, device, batch_size: int) -> _EpochStream:
-    """The shard's running stream if it is at ``epoch``, else a new one starting there."""
-    ref, stream = _STREAMS.get(id(shard), (None, None))
-    if ref is None or ref() is not shard or stream.next_epoch != epoch or stream.batch_size != batch_size:
-        if stream is not None:
+    def close(self) -> None:
+        """Stop every stream still open (a stream closes itself after its last pass)."""
+        while self._streams:
+            _, (_, stream) = self._streams.popitem()
             stream.close()
-        if context_of(shard).get_config(LAYOUT_KEY) is None or monitor_of(shard) is None:
-            raise ValueError("iter_model_batches: not a train dataset built by build_clip_dataset")
-        stream = _EpochStream(shard, cfg, epoch, device, batch_size)
-        _STREAMS[id(shard)] = (weakref.ref(shard), stream)
-    return stream
+
+    def __enter__(self) -> "TrainStreams":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def iter_model_batches(shard, cfg, split: Split, *, epoch: int, device: torch.device | str = "cpu",
-                       batch_size: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+                       batch_size: int | None = None,
+                       streams: TrainStreams | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """One pass over a worker's shard -> {"video": float32 (B, N, 3, H, W) normalised on ``device``,
-    "label", "index", "epoch", "view", "valid": int64 (B,), "frame_indices": int64 (B, N)}; checks skips."""
+    "label", "index", "epoch", "view", "valid": int64 (B,), "frame_indices": int64 (B, N)}; checks skips.
+
+    Train passes continue the shard's stream held in ``streams`` (required for train)."""
     if batch_size is None:
         batch_size = cfg.eval.batch_size if split == "test" else cfg.data.batch_size
     if split == "train":
-        batches = _train_stream(shard, cfg, epoch, device, batch_size).epoch(epoch)
+        if streams is None:
+            raise ValueError("iter_model_batches: a train pass needs streams=TrainStreams() (kept across epochs)")
+        batches = streams.get(shard, cfg, epoch, device, batch_size).epoch(epoch)
     else:
         batches = shard.iter_torch_batches(batch_size=batch_size, dtypes=DTYPES, device=device,
                                            prefetch_batches=cfg.data.prefetch_batches, drop_last=False)

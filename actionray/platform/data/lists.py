@@ -172,7 +172,8 @@ def from_folder(root: str | Path, *, fmt: Format = "video", val_fraction: float 
 def _read_lines(path: Path) -> Iterable[tuple[int, list[str]]]:
     if not path.is_file():
         raise ListBuildError(f"{path}: split file not found")
-    for line_no, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    # utf-8-sig: a byte-order mark is dropped instead of becoming part of the first name.
+    for line_no, raw in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
         if raw.strip():
             yield line_no, raw.split()
 
@@ -275,7 +276,7 @@ def from_something_v1(annotation_dir: str | Path, frames_root: str | Path
     labels_file = annotation_dir / "something-something-v1-labels.csv"
     if not labels_file.is_file():
         raise ListBuildError(f"{labels_file}: label file not found")
-    raw_names = [line.strip() for line in labels_file.read_text().splitlines() if line.strip()]
+    raw_names = [line.strip() for line in labels_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     class_names = sorted(raw_names)
     by_name = {name: i for i, name in enumerate(class_names)}
     splits: dict[str, list[Item]] = {"train": [], "val": []}
@@ -283,7 +284,7 @@ def from_something_v1(annotation_dir: str | Path, frames_root: str | Path
         path = annotation_dir / f"something-something-v1-{suffix}.csv"
         if not path.is_file():
             raise ListBuildError(f"{path}: split file not found")
-        for line_no, raw in enumerate(path.read_text().splitlines(), start=1):
+        for line_no, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
             if not raw.strip():
                 continue
             where = f"{path}:{line_no}"

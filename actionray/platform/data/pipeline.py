@@ -265,7 +265,7 @@ def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None, shard
                         compute=ray.data.TaskPoolStrategy(size=tasks), num_cpus=1)
     ds.context.set_config(MONITOR_KEY, monitor)
     ds.context.set_config(LAYOUT_KEY, layout)
-    ds.context.set_config(RECIPE_KEY, {"cfg": cfg.to_dict(), "split": split, "list_file": str(list_file)})
+    ds.context.set_config(RECIPE_KEY, {"cfg": cfg, "split": split, "list_file": str(list_file)})
     ds.context.target_max_block_size = _block_bytes(job)
     ds.context.execution_options = execution_options(cfg, split, world)
     return ds

@@ -34,7 +34,7 @@ def load_class_names(path: str | Path | None, num_classes: int) -> list[str]:
     if path is None or not Path(path).is_file():
         return [f"label {i}" for i in range(num_classes)]
     names = []
-    for raw in Path(path).read_text().splitlines():
+    for raw in Path(path).read_text(encoding="utf-8-sig").splitlines():  # a BOM is not part of the first name
         parts = raw.strip().split(maxsplit=1)
         if not parts:
             continue

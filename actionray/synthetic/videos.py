@@ -372,3 +372,16 @@ def generate_from_config(synth_cfg) -> SynthDataset:
     return generate_dataset(synth_cfg.out_dir, classes=synth_cfg.classes, videos_per_class=synth_cfg.videos_per_class,
                             frames=synth_cfg.frames, size=(synth_cfg.width, synth_cfg.height), seed=synth_cfg.seed,
                             format=synth_cfg.format)
+
+
+def prepare_data(cfg) -> None:
+    """Generate the demo videos when ``data.synth`` is set and the train list does not exist yet."""
+    synth = cfg.data.synth
+    if synth is None or Path(cfg.data.train_list).exists():
+        return
+    from actionray.platform.config import ConfigError
+
+    out = generate_from_config(synth)
+    if Path(out.train_list) != Path(cfg.data.train_list):
+        raise ConfigError(f"data.synth wrote {out.train_list} but data.train_list is {cfg.data.train_list}; "
+                          f"point data.train_list/val_list at data.synth.out_dir")

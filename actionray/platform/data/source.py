@@ -1,0 +1,89 @@
+"""Data sources: what rows a method's data produce, and from where; the training loop reads only this interface.
+
+A method's ``data(cfg)`` returns a :class:`DataSource`. The driver asks it for the Ray datasets and the Ray Train
+``DataConfig`` that shards them; each training worker asks the same kind of object (built again from the same
+config) for its steps per epoch and its model batches, and closes it when the run ends. The clip source below is
+today's decoded-clip pipeline (``pipeline.py`` + ``ingest.py``): decoding in Ray Data tasks, exact disjoint
+shards per epoch, one execution for all epochs, uint8 through the object store, bounded memory, counted skips.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, runtime_checkable
+
+import torch
+
+from actionray.platform.data.sampling import Split
+
+if TYPE_CHECKING:
+    import ray.data
+    import ray.train
+
+Batch = dict[str, torch.Tensor]
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """The rows of one method's data (module docstring)."""
+
+    def datasets(self) -> dict[str, "ray.data.Dataset"]:
+        """The datasets a TorchTrainer streams: "train" (sharded per worker) and "val" (rank 0 reads it)."""
+        ...
+
+    def dataset_config(self) -> "ray.train.DataConfig":
+        """How Ray Train hands ``datasets()`` to the workers."""
+        ...
+
+    def steps_per_epoch(self, world_size: int) -> int:
+        """Optimizer steps per epoch on each of ``world_size`` workers (the lr schedule is per step)."""
+        ...
+
+    def batches(self, shard: Any, split: Split, *, epoch: int, device: torch.device) -> Iterator[Batch]:
+        """One pass of a worker's ``shard`` of ``split`` as model batches on ``device``."""
+        ...
+
+    def close(self) -> None:
+        """Stop whatever this object still streams (called by the loop at the end of a run, error or not)."""
+        ...
+
+
+class ClipSource:
+    """Decoded clips from list files: rows ``video`` uint8 (N, H, W, 3), ``label``, ``index``, ``epoch``,
+    ``valid``, ``view``, ``frame_indices``; batches normalised to float32 (B, N, 3, H, W) on the device."""
+
+    def __init__(self, cfg) -> None:
+        from actionray.platform.data.ingest import TrainStreams
+
+        self.cfg = cfg
+        self.streams = TrainStreams()
+
+    def datasets(self) -> dict[str, "ray.data.Dataset"]:
+        from actionray.platform.data.pipeline import build_clip_dataset
+
+        return {"train": build_clip_dataset(self.cfg, "train"), "val": build_clip_dataset(self.cfg, "val")}
+
+    def dataset_config(self) -> "ray.train.DataConfig":
+        from actionray.platform.data.ingest import dataset_config
+
+        return dataset_config(self.cfg)
+
+    def steps_per_epoch(self, world_size: int) -> int:
+        """Equal shards of the train list, full batches only."""
+        from actionray.platform.data.annotations import read_list
+
+        videos = len(read_list(self.cfg.data.train_list, self.cfg.data.root))
+        return max(1, (videos // world_size) // self.cfg.data.batch_size)
+
+    def batches(self, shard: Any, split: Split, *, epoch: int, device: torch.device) -> Iterator[Batch]:
+        from actionray.platform.data.ingest import iter_model_batches
+
+        return iter_model_batches(shard, self.cfg, split, epoch=epoch, device=device, streams=self.streams)
+
+    def test_dataset(self) -> "ray.data.Dataset":
+        """One row per test view (``eval.clips`` x ``eval.crops``), in list order."""
+        from actionray.platform.data.pipeline import build_clip_dataset
+
+        return build_clip_dataset(self.cfg, "test")
+
+    def close(self) -> None:
+        self.streams.close()
