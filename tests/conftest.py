@@ -18,7 +18,7 @@ os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 @pytest.fixture(scope="session")
 def ray_local():
     """A fresh local Ray instance (never an existing cluster): 4 logical CPUs so Train workers leave room
-    for Ray Data decode tasks (platform_apis.md 2.7)."""
+    for Ray Data decode tasks."""
     import ray
 
     if ray.is_initialized():

@@ -128,6 +128,7 @@ VARIANTS = {"flip1-label_smoothing0.0", "flip1-label_smoothing0.1", "flip0-label
             "flip0-label_smoothing0.1"}
 
 
+@pytest.mark.slow
 def test_ablation_logs_one_child_per_cell_tagged_for_filtering(ablation):
     assert ablation["code"] == 0, ablation["out"]
     children = ablation["children"]
@@ -140,6 +141,7 @@ def test_ablation_logs_one_child_per_cell_tagged_for_filtering(ablation):
     assert ablation["parent"].data.tags["actionray.baseline"] == "flip0-label_smoothing0.0"
 
 
+@pytest.mark.slow
 def test_ablation_table_artifact_matches_the_child_runs(ablation):
     client, parent = ablation["client"], ablation["parent"]
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "ablation/table.csv", str(ablation["root"])))
@@ -152,12 +154,14 @@ def test_ablation_table_artifact_matches_the_child_runs(ablation):
         assert row["delta"] == pytest.approx(100 * metric[row["variant"]]["val_top1"] - base)
 
 
+@pytest.mark.slow
 def test_ablation_parent_holds_markdown_html_csv_and_a_bar_chart(ablation):
     paths = {a.path for a in ablation["client"].list_artifacts(ablation["parent"].info.run_id, "ablation")}
     assert paths >= {"ablation/table.md", "ablation/table.html", "ablation/table.csv", "ablation/runs.json",
                      "ablation/val_top1.png"}
 
 
+@pytest.mark.slow
 def test_report_rerenders_the_same_table_from_child_runs(ablation, tmp_path):
     client, parent = ablation["client"], ablation["parent"]
     stored = Path(client.download_artifacts(parent.info.run_id, "ablation/table.md", str(tmp_path))).read_text()

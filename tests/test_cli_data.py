@@ -101,7 +101,8 @@ def test_preview_clips_are_the_normalised_model_input_turned_back_into_pixels(sy
 
 
 def test_preview_shows_the_label_after_a_flip_swaps_it(synth_videos):
-    tree = {"data": {"train_list": str(synth_videos.train_list), "val_list": str(synth_videos.val_list),
+    tree = {"method": {"name": "tsn"},
+            "data": {"train_list": str(synth_videos.train_list), "val_list": str(synth_videos.val_list),
                      "num_segments": 2, "input_size": 32, "flip_label_map": {0: 1}}}
     rows = synth_videos.train_list.read_text().splitlines()
     clips = model_clips(build_config(tree), "train", num_clips=len(rows))

@@ -116,7 +116,12 @@ def test_embedded_defaults_are_the_demo_setup(workdir):
 def test_every_shipped_config_loads(path, workdir):
     cfg = load_config(path)
     assert cfg.name == path.stem
-    assert cfg.method.name == path.stem.split("_")[-1 if path.stem.startswith("demo_") else 0]
+    stem = path.stem.removeprefix("demo_")
+    if stem.startswith("dclr_"):  # dclr_{pretrain,finetune,probe}_<data>, demo_dclr_{pretrain,probe}
+        expected = {"pretrain": "dclr", "finetune": "dclr_downstream", "probe": "dclr_downstream"}[stem.split("_")[1]]
+    else:
+        expected = path.stem.split("_")[-1 if path.stem.startswith("demo_") else 0]
+    assert cfg.method.name == expected
 
 
 def test_the_reference_recipes_and_demos_are_all_shipped():
@@ -124,3 +129,16 @@ def test_the_reference_recipes_and_demos_are_all_shipped():
     expected = {"tsn_ucf101", "tsn_hmdb51", "demo_tsn", "demo_tdn", "demo_gcnet", "demo_tcp"}
     expected |= {f"{m}_{d}_{f}f" for m in ("tdn", "gcnet") for d in ("ucf101", "hmdb51", "sthv1") for f in (8, 16)}
     assert expected <= names
+
+
+def test_the_decode_pool_follows_the_cluster_unless_pinned():
+    auto = build_config(TSN)
+    assert auto.data.decode_tasks == "auto"  # the default: Ray Data grows the pool into the free CPUs
+    assert auto.data.decode_pool(world=4) == 16 and auto.data.decode_cpus_reserved == 1  # cap 64 over 4 shards
+    pinned = build_config(TSN, ["data.decode_tasks=6"])
+    assert pinned.data.decode_pool(world=4) == 1 and pinned.data.decode_pool() == 6
+    assert pinned.data.decode_cpus_reserved == 6
+    with pytest.raises(ConfigError, match=r"data\.decode_tasks"):
+        build_config(TSN, ["data.decode_tasks=0"])
+    with pytest.raises(ConfigError, match=r"data\.decode_tasks"):
+        build_config(TSN, ["data.decode_tasks=many"])

@@ -21,6 +21,8 @@ from actionray.cli import main
 REPO = Path(__file__).resolve().parents[1]
 DEMO = str(REPO / "configs" / "demo_tsn.yaml")
 
+pytestmark = pytest.mark.slow  # a server process and Ray Train runs
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -41,36 +43,48 @@ def post(base: str, endpoint: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``mlflow server`` on a free port; yields its base URL; stopped (this process only) at the end."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    log = open(root / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, cwd=root)
+def start_server(root: Path, port: int) -> tuple[subprocess.Popen | None, str]:
+    """``mlflow server`` on ``port``: (process, base URL) once it answers /health, or (None, log) when it exits
+    first (e.g. the port was taken between ``free_port`` and the server's bind)."""
+    log_file = root / f"server-{port}.log"
+    with open(log_file, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, cwd=root)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
-    while True:
+    while process.poll() is None and time.time() < deadline:
         try:
             with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
-                if response.read().strip() == b"OK":
-                    break
+                # Alive after answering: the answer came from our server, not a process that took the port.
+                if response.read().strip() == b"OK" and process.poll() is None:
+                    return process, base
         except OSError:
             pass
-        if process.poll() is not None or time.time() > deadline:
-            process.kill()
-            pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
         time.sleep(0.5)
+    process.kill()
+    process.wait()
+    return None, log_file.read_text()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``mlflow server`` on a free port (a new one if another process took it first); yields its base URL;
+    stopped (this process only) at the end."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    for _ in range(3):
+        process, base = start_server(root, free_port())
+        if process is not None or "in use" not in base.lower():
+            break
+    if process is None:
+        pytest.fail(f"mlflow server did not start: {base}")
     yield base
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
-    log.close()
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,40 @@ def test_consensus_modes_differ_in_training_because_dropout_acts_per_frame_or_pe
     assert not torch.allclose(per_frame, per_video)
 
 
+def _consensus_pair(dropout: float) -> tuple[nn.Module, nn.Module]:
+    """Two TSNs with identical weights (same seed; consensus adds no parameter), logit and feature consensus."""
+    logit_model, feature_model = _tsn18(consensus="logit", dropout=dropout), _tsn18(consensus="feature",
+                                                                                    dropout=dropout)
+    assert all(torch.equal(a, b) for a, b in zip(logit_model.state_dict().values(),
+                                                 feature_model.state_dict().values()))
+    return logit_model, feature_model
+
+
+def _forward_both(logit_model: nn.Module, feature_model: nn.Module, x: torch.Tensor):
+    torch.manual_seed(3)
+    per_frame = logit_model(x)
+    torch.manual_seed(3)
+    return per_frame, feature_model(x)
+
+
+def test_consensus_modes_agree_through_forward_without_dropout_because_the_head_is_linear():
+    logit_model, feature_model = _consensus_pair(dropout=0.5)
+    x = torch.randn(2, 3, 3, 64, 64)
+    per_frame, per_video = _forward_both(logit_model.eval(), feature_model.eval(), x)
+    assert torch.allclose(per_frame, per_video, atol=1e-5)  # mean(fc(f_t)) == fc(mean(f_t))
+    logit_model, feature_model = _consensus_pair(dropout=0.0)
+    per_frame, per_video = _forward_both(logit_model.train(), feature_model.train(), x)
+    assert torch.allclose(per_frame, per_video, atol=1e-5)  # training mode alone changes nothing
+
+
+def test_consensus_modes_differ_through_forward_in_training_with_dropout():
+    logit_model, feature_model = _consensus_pair(dropout=0.5)
+    x = torch.randn(2, 3, 3, 64, 64)
+    per_frame, per_video = _forward_both(logit_model.train(), feature_model.train(), x)
+    # Dropout masks each frame's features (logit) or the video's mean feature (feature): different scores.
+    assert (per_frame - per_video).abs().max() > 1e-3
+
+
 def test_tsn_forward_and_backward_reach_every_parameter():
     model = _tsn18(dropout=0.5).train()
     logits = model(torch.randn(2, 3, 3, 112, 112))

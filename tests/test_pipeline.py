@@ -22,7 +22,8 @@ FRAMES = 24  # synth_videos: 24-frame 64x48 mp4s, 8 classes x (3 train + 1 val)
 
 
 def make_cfg(synth, **data):
-    tree = {"data": {"train_list": str(synth.train_list), "val_list": str(synth.val_list),
+    tree = {"method": {"name": "tsn"},
+            "data": {"train_list": str(synth.train_list), "val_list": str(synth.val_list),
                      "num_classes": synth.num_classes, "input_size": 32, "scale_size": 36, "num_segments": 4,
                      "batch_size": 4, "decode_tasks": 2, "decode_batch_size": 2, "object_store_limit_mb": 256,
                      **data},
@@ -196,6 +197,7 @@ def two_worker_run(ray_local, cfg, tmp_path_factory) -> list[dict[str, list[dict
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
+@pytest.mark.slow
 def test_workers_get_disjoint_shards_that_cover_the_list_every_epoch(two_worker_run, synth_videos):
     n = len(read_list(synth_videos.train_list))  # 24 rows, 12 per worker: equal=True drops nothing
     for epoch in ("0", "1"):
@@ -204,17 +206,20 @@ def test_workers_get_disjoint_shards_that_cover_the_list_every_epoch(two_worker_
         assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(n))
 
 
+@pytest.mark.slow
 def test_rows_carry_their_list_label(two_worker_run, synth_videos):
     labels = [r.label for r in read_list(synth_videos.train_list)]
     assert all(row["label"] == labels[row["index"]] for rank in two_worker_run for row in rank["0"])
 
 
+@pytest.mark.slow
 def test_model_batches_are_normalised_float_n_3_h_w(two_worker_run):
     row = two_worker_run[0]["0"][0]
     assert row["shape"] == [4, 3, 32, 32] and row["dtype"] == "torch.float32"
     assert -2.2 < row["range"][0] < row["range"][1] < 2.7  # ImageNet-normalised 0..255
 
 
+@pytest.mark.slow
 def test_offsets_are_recomputable_from_seed_epoch_index(two_worker_run, cfg):
     spec = SamplingSpec.from_config(cfg.data)
     for rank in two_worker_run:
@@ -224,6 +229,7 @@ def test_offsets_are_recomputable_from_seed_epoch_index(two_worker_run, cfg):
                 assert row["frames"] == want.tolist() and row["epoch"] == int(epoch)
 
 
+@pytest.mark.slow
 def test_second_epoch_draws_new_offsets(two_worker_run):
     first = {row["index"]: row["frames"] for rank in two_worker_run for row in rank["0"]}
     second = {row["index"]: row["frames"] for rank in two_worker_run for row in rank["1"]}

@@ -101,6 +101,7 @@ def _is_loopback(ip: str) -> bool:
     return (mapped or address).is_loopback
 
 
+@pytest.mark.slow
 def test_local_ray_started_by_ensure_ray_listens_on_loopback_only(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])

@@ -9,7 +9,7 @@ from actionray.platform.data.sampling import SamplingSpec, sample_clip
 TSN = SamplingSpec(num_segments=8, frames_per_segment=1)
 TDN = SamplingSpec(num_segments=8, frames_per_segment=5)
 
-# recognition.md section 7: K = 8; MMAction2 0-based test offsets, TDN 1-based starts of 5-frame groups.
+# K = 8; MMAction2 0-based test offsets, TDN 1-based starts of 5-frame groups.
 MMACTION2_TEST = {100: [6, 18, 31, 43, 56, 68, 81, 93], 30: [1, 5, 9, 13, 16, 20, 24, 28],
                   12: [0, 2, 3, 5, 6, 8, 9, 11], 9: [0, 1, 2, 3, 5, 6, 7, 8]}
 TDN_TEST_1BASED = {100: [7, 19, 31, 43, 55, 67, 79, 91], 30: [2, 5, 9, 12, 15, 18, 22, 25],

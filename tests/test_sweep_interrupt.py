@@ -37,6 +37,7 @@ def children_of(client) -> tuple[object, list]:
     return parent, client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_and_keeps_finished_trials(synth_videos, tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -29,6 +29,78 @@ def tiny_config(synth, workdir: Path, **sections) -> "ExperimentConfig":
     return build_config(tree)
 
 
+class RecordStartState:
+    """Worker hook: saves the model and optimizer state each worker starts training from, as
+    ``folder/rank<r>-epoch<e>-pid<p>.pt`` (``e`` = the epoch it resumes after, 0 for a fresh start).
+
+    Hooks are only called after epochs and never see the model, so on being unpickled in a worker (before the
+    loop builds anything) it wraps the loop's ``_build_training`` there. Pass it pickled by value."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = str(folder)
+
+    def __setstate__(self, state: dict) -> None:
+        import os
+
+        import torch
+
+        from actionray.platform import loop
+
+        self.__dict__.update(state)
+        build, folder = getattr(loop._build_training, "__wrapped__", loop._build_training), self.folder
+
+        def recording(cfg, method, restored, world, steps_per_epoch, device):
+            built = build(cfg, method, restored, world, steps_per_epoch, device)
+            if Path(folder).is_dir():  # the driver never trains; a later test's worker may outlive the folder
+                import ray.train
+
+                model, optimizer = built[0], built[1]
+                rank, epoch = ray.train.get_context().get_world_rank(), restored["epoch"] if restored else 0
+                model = model.module if hasattr(model, "module") else model
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()},
+                           Path(folder) / f"rank{rank}-epoch{epoch}-pid{os.getpid()}.pt")
+            return built
+
+        recording.__wrapped__ = build
+        loop._build_training = recording
+
+    def after_epoch(self, epoch: int, rank: int) -> None:
+        pass
+
+    def records(self, epoch: int) -> list[dict]:
+        """The states recorded by workers that resumed after ``epoch``."""
+        import torch
+
+        return [torch.load(p, weights_only=False) for p in sorted(Path(self.folder).glob(f"rank*-epoch{epoch}-*.pt"))]
+
+
+def assert_same_training_state(started: dict, checkpoint: dict) -> None:
+    """Model weights and optimizer state (momentum buffers, groups' lr) equal, bit for bit."""
+    import torch
+
+    assert started["model"].keys() == checkpoint["model"].keys()
+    assert all(torch.equal(started["model"][k], checkpoint["model"][k]) for k in checkpoint["model"])
+    saved, got = checkpoint["optimizer"], started["optimizer"]
+    assert got["param_groups"] == saved["param_groups"]
+    assert got["state"].keys() == saved["state"].keys() and saved["state"]  # momentum exists after an epoch
+    for index, buffers in saved["state"].items():
+        assert all(torch.equal(got["state"][index][k], v) for k, v in buffers.items()), index
+
+
+def metric_steps(tracking_uri: str, run_id: str, name: str) -> list[int]:
+    """The steps MLflow holds for one metric of a run, in order (duplicates kept)."""
+    from mlflow.tracking import MlflowClient
+
+    return sorted(m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, name))
+
+
+def mlflow_artifact(cfg, run_id: str, path: str) -> str:
+    """A local copy of one artifact of an MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(cfg.tracking.uri).download_artifacts(run_id, path)
+
+
 @pytest.fixture(scope="module")
 def two_worker_run(ray_local, synth_videos, tmp_path_factory):
     """One 2-worker, 1-epoch fit shared by the assertions below (a Ray Train run costs 15-25 s)."""
@@ -39,6 +111,7 @@ def two_worker_run(ray_local, synth_videos, tmp_path_factory):
     return cfg, workdir, fit(cfg)
 
 
+@pytest.mark.slow
 def test_two_worker_fit_runs_ddp_and_reports_every_contract_metric(two_worker_run):
     _, _, summary = two_worker_run
     assert summary["world_size"] == 2
@@ -51,6 +124,7 @@ def test_two_worker_fit_runs_ddp_and_reports_every_contract_metric(two_worker_ru
     assert final["clips_per_s"] > 0 and 0.0 <= final["data_wait_frac"] <= 1.0
 
 
+@pytest.mark.slow
 def test_fit_keeps_a_loadable_best_checkpoint(two_worker_run):
     from actionray.platform.checkpoint import load_state
 
@@ -60,6 +134,7 @@ def test_fit_keeps_a_loadable_best_checkpoint(two_worker_run):
     assert {"model", "optimizer", "scheduler", "rng"} <= set(state)
 
 
+@pytest.mark.slow
 def test_fit_logs_one_mlflow_run_with_params_metrics_and_artifacts(two_worker_run):
     from mlflow.tracking import MlflowClient
 
@@ -79,6 +154,7 @@ def test_fit_logs_one_mlflow_run_with_params_metrics_and_artifacts(two_worker_ru
     assert paths["best_checkpoint"] == summary["best_checkpoint"]
 
 
+@pytest.mark.slow
 def test_fresh_run_refuses_to_reuse_an_existing_run_name(two_worker_run):
     from actionray.platform.train import fit
 
@@ -87,18 +163,36 @@ def test_fresh_run_refuses_to_reuse_an_existing_run_name(two_worker_run):
         fit(cfg)
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_next_epoch_in_the_same_mlflow_run(two_worker_run):
     from actionray.platform.train import fit
 
-    cfg, _, first = two_worker_run
+    import sys
+
+    from ray import cloudpickle
+
+    from actionray.platform.checkpoint import load_state
+
+    cfg, workdir, first = two_worker_run
+    checkpoint = load_state(first["latest_checkpoint"])
+    assert checkpoint["epoch"] == 1
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/ modules
+    recorder = RecordStartState(workdir / "resume-started")
+    Path(recorder.folder).mkdir()
     cfg = build_config(cfg.to_dict(), ["train.epochs=2", "scaling.num_workers=1"])
-    summary = fit(cfg, resume=True)
+    summary = fit(cfg, resume=True, worker_hooks=[recorder])
     assert summary["start_epoch"] == 1
     assert [h["epoch"] for h in summary["history"]] == [1, 2]
     assert summary["history"][0] == first["history"][0]  # epoch 1 came from the checkpoint, not re-run
     assert summary["mlflow_run_id"] == first["mlflow_run_id"]
+    started = recorder.records(epoch=1)
+    assert len(started) == 1 and not recorder.records(epoch=0)  # one worker, and it did not start from scratch
+    assert_same_training_state(started[0], checkpoint)
+    for name in ("train_loss", "val_top1", "lr"):  # one value per epoch: none lost, none logged twice
+        assert metric_steps(cfg.tracking.uri, summary["mlflow_run_id"], name) == [1, 2], name
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_trains_nothing_and_reports_its_final_metrics(two_worker_run):
     """A Tune trial stopped after its last epoch is restarted on resume: it must still report a finished run."""
     from actionray.platform.train import fit
@@ -109,6 +203,7 @@ def test_resuming_a_finished_run_trains_nothing_and_reports_its_final_metrics(tw
     again = fit(cfg, resume=True)
     assert again["start_epoch"] == 2 and [h["epoch"] for h in again["history"]] == [1, 2]
     assert again["last_report"]["epoch"] == 2 and "val_top1" in again["last_report"]
+    assert metric_steps(cfg.tracking.uri, again["mlflow_run_id"], "train_loss") == [1, 2]  # nothing re-logged
 
 
 def test_resume_without_a_previous_run_is_a_clear_error(ray_local, synth_videos, workdir):
@@ -156,6 +251,7 @@ def test_torch_threads_none_keeps_rays_setting_and_zero_splits_the_nodes_cores()
         build_config({"method": {"name": "tsn"}, "scaling": {"torch_threads": -1}})
 
 
+@pytest.mark.slow
 def test_deterministic_single_worker_runs_repeat_exactly(ray_local, synth_videos, tmp_path):
     """train.deterministic: two 1-worker runs with the same seed give bit-identical losses and weights."""
     import torch

@@ -63,6 +63,7 @@ def sweep_rows(sweep) -> dict:
     return {row["run"]: row for _, row in table.iterrows()}
 
 
+@pytest.mark.slow
 def test_sweep_logs_one_child_run_per_trial_under_one_parent(sweep):
     assert sweep["code"] == 0, sweep["out"]
     children = sweep["children"]
@@ -83,6 +84,7 @@ def test_sweep_logs_one_child_run_per_trial_under_one_parent(sweep):
     assert sweep["parent"].info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_child_runs_hold_flat_config_params_and_per_epoch_curves(sweep):
     child = sweep["children"][0]
     assert child.data.params["method.backbone"] == "resnet18" and child.data.params["data.num_segments"] == "2"
@@ -90,6 +92,7 @@ def test_child_runs_hold_flat_config_params_and_per_epoch_curves(sweep):
     assert [m.step for m in history] == list(range(1, int(child.data.metrics["epoch"]) + 1))
 
 
+@pytest.mark.slow
 def test_parent_results_table_lists_every_trial_with_child_metrics(sweep):
     client, parent = sweep["client"], sweep["parent"]
     rows = sweep_rows(sweep)
@@ -108,6 +111,7 @@ def test_parent_results_table_lists_every_trial_with_child_metrics(sweep):
         "sweep/results.csv", "sweep/results.json", "sweep/results.md"}
 
 
+@pytest.mark.slow
 def test_printed_retrain_command_rebuilds_the_best_trials_config(sweep):
     line = next(l for l in sweep["out"].splitlines() if l.strip().startswith("actionray train"))
     args = shlex.split(line)[2:]
@@ -120,14 +124,27 @@ def test_printed_retrain_command_rebuilds_the_best_trials_config(sweep):
     assert load_config(stored).optim.lr == retrained.optim.lr
 
 
+@pytest.mark.slow
 def test_report_rebuilds_the_sweep_table_from_child_runs(sweep):
     code, out = run_cli(["report", "--sweep", sweep["parent"].info.run_name, "--tracking-uri", sweep["uri"]])
     assert code == 0
+    # Parse the Markdown table (header row, then one row per trial, best first) instead of searching the text
+    # for a number: with val_top1 = 0 the needle would be "0", found anywhere.
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[1:]]
+    by_run = {row["run"]: row for row in rows}
+    assert set(by_run) == {c.info.run_name for c in sweep["children"]} and len(rows) == 2
     for child in sweep["children"]:
-        assert child.info.run_name in out
-        assert f"{100 * child.data.metrics['val_top1']:.4g}" in out
+        row = by_run[child.info.run_name]
+        assert row["status"] == child.info.status
+        assert float(row["val_top1"].strip("*")) == pytest.approx(100 * child.data.metrics["val_top1"], rel=1e-3)
+        assert float(row["optim.lr"]) == pytest.approx(float(child.data.params["optim.lr"]))
+    best = max(sweep["children"], key=lambda c: c.data.metrics["val_top1"])
+    assert rows[0]["val_top1"].startswith("**") and rows[0]["val_top1"] == f"**{100 * best.data.metrics['val_top1']:.4g}**"
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_sweep_starts_no_new_trials(sweep):
     code, _ = run_cli([*sweep["argv"], "--resume"])
     assert code == 0
@@ -136,6 +153,7 @@ def test_resume_of_a_finished_sweep_starts_no_new_trials(sweep):
     assert len(again) == 2
 
 
+@pytest.mark.slow
 def test_a_new_sweep_with_a_taken_name_gets_a_fresh_name(sweep):
     storage = str(sweep["root"] / "runs")
     taken = sweep["parent"].info.run_name

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+from pathlib import Path
 
 
 def _add_config(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -13,14 +15,17 @@ def _add_config(parser: argparse.ArgumentParser, required: bool) -> None:
                                                                     "; omitted = the embedded demo defaults"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=0.01 (repeatable)")
+    parser.add_argument("--progress", action="store_true",
+                        help="show Ray Data's progress bars (off by default: one line per epoch)")
 
 
 def register(subparsers) -> None:
     """Add the train, eval, aggregate and ui commands."""
     p = subparsers.add_parser("train", help="train a model on Ray Train (local or RAY_ADDRESS cluster)")
     _add_config(p, required=False)
-    p.add_argument("--resume", action="store_true",
-                   help="continue the latest run of this config (or train.run_name) from its last checkpoint")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue a run after its newest complete checkpoint: the latest run of this config (or "
+                        "train.run_name), or the run folder RUN_DIR")
     p.set_defaults(handler=_train)
 
     p = subparsers.add_parser("eval", help="multi-view test of a checkpoint as Ray Data batch inference")
@@ -48,17 +53,28 @@ def register(subparsers) -> None:
 
 def _load(args):
     from actionray.config import load_config
+    from actionray.platform.raysession import show_ray_progress
 
+    if getattr(args, "progress", False):
+        show_ray_progress()
     return load_config(args.config, args.overrides)
 
 
 def _train(args) -> int:
-    from actionray.platform.train import fit
+    from actionray.platform.train import TrainInterrupted, fit
     from actionray.synthetic.videos import prepare_data
 
+    if isinstance(args.resume, str) and args.config is None and Path(args.resume).is_file():
+        args.config, args.resume = args.resume, True  # `train --resume CONFIG`: the flag, then the config
     cfg = _load(args)
     prepare_data(cfg)  # the demo configs (and the embedded defaults) generate their videos on first use
-    summary = fit(cfg, resume=args.resume)
+    prepare_inputs = getattr(cfg.recipe, "prepare_inputs", None)
+    if prepare_inputs is not None:
+        prepare_inputs(cfg)  # e.g. the feature demo configs (method.synth_features) generate their feature set
+    try:
+        summary = fit(cfg, resume=args.resume)
+    except TrainInterrupted as stop:
+        return _interrupted(stop, args)
     final = summary.get("final", {})
     keys = ("run_name", "run_path", "best_checkpoint", "mlflow_run_id", "val_per_class_acc")
     print(json.dumps({k: summary.get(k) for k in keys}
@@ -67,15 +83,47 @@ def _train(args) -> int:
     return 0
 
 
+def _interrupted(stop, args) -> int:
+    """One line after Ctrl+C / SIGTERM: the last saved epoch and the exact command that continues the run."""
+    import ray
+
+    ray.shutdown()  # stop the workers first, so no checkpoint upload is under way while the folders are read
+    epoch = stop.saved_epoch()
+    if epoch == 0:
+        print(f"interrupted ({stop.signal_name}) before epoch 1 was saved: nothing to resume; run the same command "
+              f"again to start over", file=sys.stderr, flush=True)
+        return 130
+    command = ["actionray", "train", *([args.config] if args.config else []),
+               *(arg for value in args.overrides for arg in ("--set", value)), "--resume", str(stop.run_dir)]
+    print(f"interrupted ({stop.signal_name}) after epoch {epoch} of {stop.epochs} (saved in {stop.run_dir}); "
+          f"resume with: {shlex.join(command)}", file=sys.stderr, flush=True)
+    return 130
+
+
 def _eval(args) -> int:
     from actionray.platform.evaluate import evaluate, parse_views
 
     cfg = _load(args)
     clips, crops = parse_views(args.views) if args.views else (cfg.eval.clips, cfg.eval.crops)
     report = evaluate(cfg, checkpoint=args.checkpoint, reference_layout=args.reference_layout, clips=clips,
-                      crops=crops, output=args.output)
+                      crops=crops, output=args.output, parent_run_id=_training_run_id(args.checkpoint))
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _training_run_id(checkpoint: str | None) -> str | None:
+    """The MLflow run of the training run a checkpoint comes from (its run folder's run info), or None."""
+    from actionray.platform.train import RUN_INFO
+
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint).resolve()
+    folder = path.parent if path.is_file() else path
+    info = folder.parent / RUN_INFO
+    try:
+        return json.loads(info.read_text()).get("mlflow_run_id") if info.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _aggregate(args) -> int:

@@ -62,7 +62,24 @@ def mamba_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def load_reference_checkpoint(model: nn.Module, path: str | Path, layout: str = "auto") -> None:
-    """Load a published TDN/GCNet/TSN checkpoint strictly (see ``actionray.models.checkpoints``)."""
+    """Load a published TDN/GCNet/TSN checkpoint strictly (see ``actionray.models.checkpoints``); a DCLR
+    model (``DCLR``: whole checkpoint, ``R2Plus1DClassifier``: backbone only) takes the released DCLR layout; an
+    ``ACMNet`` takes the FTCL repo's ``{'epoch', 'model_state_dict'}``."""
     from actionray.models.checkpoints import load_reference_checkpoint as _load
+    from actionray.models.dclr import DCLR, load_dclr_checkpoint
+    from actionray.models.r2plus1d import R2Plus1DClassifier
 
+    if isinstance(model, (DCLR, R2Plus1DClassifier)):
+        if layout not in ("auto", "reference", "dclr"):
+            raise ValueError(f"{type(model).__name__}: checkpoint layout must be auto, reference or dclr, "
+                             f"got {layout!r}")
+        load_dclr_checkpoint(model, path)
+        return
+    from actionray.models.acmnet import ACMNet, load_ftcl_checkpoint
+
+    if isinstance(model, ACMNet):  # FTCL-repo layout {'epoch', 'model_state_dict'}, no prefix
+        if layout not in ("auto", "reference", "ftcl"):
+            raise ValueError(f"ACMNet: checkpoint layout must be auto, reference or ftcl, got {layout!r}")
+        load_ftcl_checkpoint(model, path)
+        return
     _load(model, path, layout=layout)

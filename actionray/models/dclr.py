@@ -258,9 +258,12 @@ class DCLR(nn.Module):
         # (B, 1 + K): positive first; the queue is cloned because it is overwritten in place after the loss.
         return torch.cat([(q * k).sum(1, keepdim=True), q @ queue.clone().detach()], dim=1) / self.T
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, update_key_encoder: bool = True
+    def forward(self, q: torch.Tensor, k: torch.Tensor, update_key_encoder: bool = True, evaluate: bool = False
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Stacked views q, k (B, 3, C, T, H, W) of two clips -> (loss, named detached terms)."""
+        """Stacked views q, k (B, 3, C, T, H, W) of two clips -> (loss, named detached terms).
+
+        ``evaluate``: the same loss read-only on one worker (validation): no EMA step, no shuffle-BN and no
+        enqueue, so no collective call and no state change."""
         _check_views(q, "query clip")
         _check_views(k, "key clip")
         with torch.no_grad():
@@ -268,11 +271,14 @@ class DCLR(nn.Module):
             maps_k = self.encoder_k.activation_maps(k)
         zq, rgb_map_q = self.encoder_q.embeddings_and_rgb_map(q, maps_q.static, maps_q.dynamic)
         with torch.no_grad():
-            if update_key_encoder:
+            if update_key_encoder and not evaluate:
                 self.momentum_update()
-            (k_sh, s_sh, d_sh), unshuffle = self._batch_shuffle(k, maps_k.static, maps_k.dynamic)
-            zk = ViewEmbeddings(*(self._batch_unshuffle(z, unshuffle)
-                                  for z in self.encoder_k.embeddings(k_sh, s_sh, d_sh)))
+            if evaluate:
+                zk = self.encoder_k.embeddings(k, maps_k.static, maps_k.dynamic)
+            else:
+                (k_sh, s_sh, d_sh), unshuffle = self._batch_shuffle(k, maps_k.static, maps_k.dynamic)
+                zk = ViewEmbeddings(*(self._batch_unshuffle(z, unshuffle)
+                                      for z in self.encoder_k.embeddings(k_sh, s_sh, d_sh)))
             sim_s = F.softmax(maps_q.ref_static @ self.queue_rs, dim=1)
             sim_d = F.softmax(maps_q.ref_dynamic @ self.queue_rd, dim=1)
             pos_s, pos_d = neighbour_positives(sim_s, self.topk), neighbour_positives(sim_d, self.topk)
@@ -290,8 +296,9 @@ class DCLR(nn.Module):
             loss = loss + self.map_loss_weight * map_loss
             terms["loss_map"] = map_loss.detach()
         terms["acc_vv"] = (logits_vv.detach().argmax(1) == 0).float().mean()
-        self._dequeue_and_enqueue({"vv": zk.vv, "vs": zk.vs, "vd": zk.vd, "sv": zk.sv, "dv": zk.dv,
-                                   "rs": maps_k.ref_static, "rd": maps_k.ref_dynamic})
+        if not evaluate:
+            self._dequeue_and_enqueue({"vv": zk.vv, "vs": zk.vs, "vd": zk.vd, "sv": zk.sv, "dv": zk.dv,
+                                       "rs": maps_k.ref_static, "rd": maps_k.ref_dynamic})
         terms["queue_fill"] = self.queue_filled.float()[0] / self.K
         return loss, terms
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, ValidationError, field_validator,
+                      model_validator)
 
-from actionray.platform.tracking import default_tracking_uri  # the one definition; re-exported here
 
 if TYPE_CHECKING:
     from actionray.platform.method import Method
@@ -72,7 +73,14 @@ class DataConfig(Section):
     flip: bool = True
     flip_label_map: dict[int, int] = Field(default_factory=dict)  # e.g. Something-Something 86<->87
     batch_size: int = Field(8, ge=1)  # per training worker
-    decode_tasks: int = Field(2, ge=1)  # Ray Data decode pool size (CPU tasks)
+    # Ray Data decode pool of a split (CPU tasks, any node). "auto": Ray Data grows the pool into the CPUs the
+    # cluster has beyond the training workers' (nodes the autoscaler adds included), up to decode_tasks_max; a
+    # number pins the pool to that many tasks (docs/cluster.md).
+    decode_tasks: int | Literal["auto"] = "auto"
+    decode_tasks_max: int = Field(64, ge=1)
+    # any: decode tasks run on any node with a free CPU. cpu_only: only on nodes that declare the custom resource
+    # actionray_decode (cluster.yaml sets it on its CPU decode nodes), so the GPU nodes' CPUs feed their workers.
+    decode_nodes: Literal["any", "cpu_only"] = "any"
     decode_batch_size: int = Field(4, ge=1)  # clips per decode task call (4 measured best, docs/performance.md)
     prefetch_batches: int = Field(2, ge=0)
     object_store_limit_mb: int | None = Field(1024, ge=64)  # Ray Data pipeline budget (backpressure)
@@ -81,14 +89,32 @@ class DataConfig(Section):
     max_skip_fraction: float = Field(0.01, ge=0.0, le=1.0)
     synth: SynthConfig | None = None
 
+    @field_validator("decode_tasks")
+    @classmethod
+    def _positive_pool(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be 'auto' or a number of tasks >= 1")
+        return value
+
+    def decode_pool(self, world: int = 1) -> int:
+        """The most decode tasks one of ``world`` shards of a split runs at once (at least 1)."""
+        total = self.decode_tasks_max if self.decode_tasks == "auto" else self.decode_tasks
+        return max(1, total // world)
+
+    @property
+    def decode_cpus_reserved(self) -> int:
+        """CPUs a run must find beyond its training workers: the pinned pool, or one task for ``auto``."""
+        return 1 if self.decode_tasks == "auto" else self.decode_tasks
+
 
 class OptimConfig(Section):
     # sgd: every reference recipe and the demo configs. adamw: an option for short from-scratch runs;
-    # weight_decay is then decoupled (AdamW) and momentum/nesterov are unused.
-    name: Literal["sgd", "adamw"] = "sgd"
+    # weight_decay is then decoupled (AdamW) and momentum/nesterov are unused. adam: Adam with coupled L2 weight
+    # decay (torch.optim.Adam's weight_decay adds wd * w to the gradient), the FTCL/ACM-Net recipe.
+    name: Literal["sgd", "adamw", "adam"] = "sgd"
     lr: float = Field(0.01, gt=0.0)  # total over all workers' batch (no automatic scaling)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    betas: tuple[float, float] = (0.9, 0.999)  # adamw only
+    betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw only
     weight_decay: float = Field(5e-4, ge=0.0)
     nesterov: bool = False
     clip_grad_norm: float | None = Field(20.0, gt=0.0)
@@ -131,6 +157,19 @@ class ScalingConfig(Section):
     # reserving cores for them would leave the model's matmuls on one core (the 2-core demo).
     torch_threads: int | None = Field(None, ge=0)
     max_failures: int = Field(2, ge=-1)
+    # Extra Ray resources per training worker, e.g. {"accelerator_type:H100": 0.001} or a custom resource that
+    # cluster.yaml gives the nodes meant for training.
+    worker_resources: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("worker_resources")
+    @classmethod
+    def _custom_only(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, amount in value.items():
+            if key in ("CPU", "GPU"):
+                raise ValueError(f"{key}: set scaling.cpus_per_worker / gpus_per_worker instead")
+            if amount <= 0:
+                raise ValueError(f"{key}: must be > 0, got {amount}")
+        return value
 
 
 class TrackingConfig(Section):
@@ -144,7 +183,7 @@ class EvalConfig(Section):
     clips: int = Field(1, ge=1)
     crops: Literal[1, 3] = 1
     scale_size: int | None = Field(None, ge=16)  # short side before test crops; None = data.scale_size
-    combine: Literal["mean_prob", "max"] = "mean_prob"
+    combine: Literal["mean_prob", "max", "mean_logit"] = "mean_prob"  # mean_logit: VideoMoCo repo, eval.py
     batch_size: int = Field(8, ge=1)
     output_dir: str = "runs/eval"
 
@@ -226,7 +265,9 @@ class ExperimentConfig(Section):
         """(metric, "max"|"min") that selects the best checkpoint: ``train.checkpoint_*`` or the method's."""
         spec = self.recipe.metrics(self)
         metric = self.train.checkpoint_metric or spec.primary
-        mode = self.train.checkpoint_mode or (spec.mode if metric == spec.primary else "max")
+        # another metric than the primary one: losses and errors are minimised, everything else maximised
+        lower = any(word in metric for word in ("loss", "mse", "error"))
+        mode = self.train.checkpoint_mode or (spec.mode if metric == spec.primary else "min" if lower else "max")
         return metric, mode
 
     def to_dict(self) -> dict[str, Any]:
@@ -346,6 +387,11 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return tree
 
 
+def default_tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set (e.g. for a cluster job via --runtime-env-json), else ./mlflow.db (SQLite)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
 def _resolve_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
     def absolute(path: str | None) -> str | None:
         if path is None or "://" in path:
@@ -411,6 +457,14 @@ def build_config(tree: dict[str, Any], overrides: list[str] | None = None, *, me
     if cfg.train.checkpoint_metric is not None and cfg.train.checkpoint_metric not in reported:
         raise ConfigError(f"invalid config {source}:\n  train.checkpoint_metric: {cfg.train.checkpoint_metric!r} "
                           f"is not a metric {method.name} reports; choose one of {', '.join(reported)}")
+    # Optional method hook for checks across sections (e.g. a queue length against the global batch);
+    # it raises ValueError with a one-line message naming the keys.
+    check = getattr(cfg.recipe, "check_config", None)
+    if check is not None:
+        try:
+            check(cfg)
+        except ValueError as error:
+            raise ConfigError(f"invalid config {source}:\n  {error}") from None
     return _resolve_paths(cfg, base_dir or Path.cwd()) if resolve else cfg
 
 

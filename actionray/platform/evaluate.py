@@ -41,19 +41,40 @@ def parse_views(text: str) -> tuple[int, int]:
 def load_weights(model, cfg: ExperimentConfig, checkpoint: str | None, reference_layout: str | None) -> str:
     """Load our checkpoint (folder or state.pt) or a published reference checkpoint; returns what was loaded."""
     from actionray.models import load_reference_checkpoint
-    from actionray.platform.checkpoint import model_state_from_checkpoint
+    from actionray.platform.checkpoint import load_model_weights
 
     if checkpoint is None:
         reference = getattr(cfg.method, "reference_checkpoint", None)
         if reference is None:
-            raise ConfigError("eval: give --checkpoint PATH (or set method.reference_checkpoint)")
+            raise ConfigError(f"eval: give --checkpoint PATH (a checkpoint folder of a training run, or its state.pt"
+                              f"{_suggest_checkpoint(cfg)}), or set method.reference_checkpoint")
         load_reference_checkpoint(model, reference, reference_layout or "auto")
         return reference
     if reference_layout is not None:
         load_reference_checkpoint(model, checkpoint, reference_layout)
         return checkpoint
-    model.load_state_dict(model_state_from_checkpoint(checkpoint))
+    load_model_weights(model, checkpoint)
     return checkpoint
+
+
+def _suggest_checkpoint(cfg: ExperimentConfig) -> str:
+    """", e.g. <newest complete checkpoint of this config's latest run>" when there is one on local storage."""
+    from actionray.platform.checkpoint import newest_complete_checkpoint
+
+    root = Path(cfg.train.storage_path)
+    if "://" in cfg.train.storage_path or not root.is_dir():
+        return ""
+    for run_dir in sorted((p for p in root.glob(f"{cfg.name}-*") if p.is_dir()), reverse=True):
+        found = newest_complete_checkpoint(run_dir)
+        if found:
+            return f", e.g. {found[0]}"
+    return ""
+
+
+def check_weights(cfg: ExperimentConfig, checkpoint: str | None, reference_layout: str | None) -> None:
+    """Load the weights once in the driver, before Ray starts: a checkpoint that does not fit fails here with
+    one message naming the file, instead of inside every scoring actor."""
+    load_weights(cfg.recipe.build_model(cfg), cfg, checkpoint, reference_layout)
 
 
 class ModelScorer:
@@ -108,13 +129,15 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 
 def combine_views(index: np.ndarray, labels: np.ndarray, scores: np.ndarray,
                   combine: str = "mean_prob") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-view scores (V, C) -> per-video fused probabilities (N, C), labels (N,), video indices (N,)."""
-    if combine not in ("mean_prob", "max"):
-        raise ValueError(f"combine must be mean_prob or max, got {combine!r}")
-    probs = softmax(np.asarray(scores, dtype=np.float64))
+    """Per-view scores (V, C) -> per-video fused probabilities (N, C), labels (N,), video indices (N,);
+    ``mean_logit`` averages the raw scores instead (VideoMoCo repo, eval.py)."""
+    if combine not in ("mean_prob", "max", "mean_logit"):
+        raise ValueError(f"combine must be mean_prob, max or mean_logit, got {combine!r}")
+    scores = np.asarray(scores, dtype=np.float64)
+    probs = scores if combine == "mean_logit" else softmax(scores)
     videos, inverse = np.unique(index, return_inverse=True)
     fused = np.zeros((len(videos), probs.shape[1]))
-    if combine == "mean_prob":
+    if combine in ("mean_prob", "mean_logit"):
         np.add.at(fused, inverse, probs)
         fused /= np.bincount(inverse)[:, None]
     else:
@@ -182,6 +205,7 @@ def evaluate(cfg: ExperimentConfig, *, checkpoint: str | None = None, reference_
     cfg = cfg.with_overrides(overrides)
     if checkpoint is not None and not Path(checkpoint).exists():
         raise ConfigError(f"--checkpoint {checkpoint}: no such file or folder")
+    check_weights(cfg, checkpoint, reference_layout)
     ensure_ray(cfg)
     evaluation = cfg.recipe.test(cfg, checkpoint=checkpoint, reference_layout=reference_layout, output=output)
     report = {**evaluation.artifacts.get("report", {}), **evaluation.metrics,
@@ -189,7 +213,8 @@ def evaluate(cfg: ExperimentConfig, *, checkpoint: str | None = None, reference_
     report.update({k.removeprefix("test_"): v for k, v in evaluation.metrics.items()})
     if log_to_mlflow and cfg.tracking.enabled:
         views = report.get("views")
-        name = f"eval-{cfg.name}" + (f"-{views}" if views else "")
+        test_list = Path(cfg.data.test_list or cfg.data.val_list).stem  # the list and views tell evals apart
+        name = f"eval {test_list}" + (f" {views}" if views else "") + f" · {cfg.name}"
         _log_eval(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location, name, report,
                   [Path(f) for f in evaluation.artifacts.get("files", [])], cfg, evaluation.metrics, parent_run_id)
     return report
@@ -222,26 +247,14 @@ def _log_eval(uri: str, experiment: str, artifact_location: str | None, run_name
               parent_run_id: str | None = None) -> None:
     """One MLflow run per evaluation (nested under ``parent_run_id`` when given): the metrics, params
     views/combine/checkpoint, the score or predictions file."""
-    from actionray.platform.tracking import Tracker, configure_http_env
+    from actionray.platform.tracking import configure_http_env, create_run
 
     configure_http_env()
-    tracker = Tracker(uri, "pending")
-
-    def create() -> str:
-        client = tracker.client
-        found = client.get_experiment_by_name(experiment)
-        location = Path(artifact_location).resolve().as_uri() if artifact_location and "://" not in artifact_location \
-            else artifact_location
-        exp_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=location)
-        tags = {"kind": "eval"} | ({"method": cfg.method.name, "config": cfg.name} if cfg else {})
-        if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
-        return client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
-
-    run_id = tracker._call("create eval run", create)
-    if run_id is None:
+    tags = {"kind": "eval"} | ({"method": cfg.method.name, "config": cfg.name} if cfg else {})
+    tracker = create_run(uri, experiment, artifact_location, run_name, tags, parent_run_id)
+    if not tracker.active:
         return
-    tracker.run_id = run_id
+    run_id = tracker.run_id
     tracker.log_params({k: v for k, v in report.items() if k in ("views", "combine", "checkpoint", "files")})
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=0)
     for path in artifacts:

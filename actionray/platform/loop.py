@@ -9,8 +9,9 @@ Validation runs on rank 0 over the *unsplit* validation set (every worker could 
 the numbers are exact full-set metrics, not averages of padded per-GPU shards as in the TDN logs, at the
 cost of the other workers idling at the report barrier while rank 0 validates.
 
-Worker hooks (``build_trainer(..., worker_hooks=...)``) are objects with ``after_epoch(epoch, rank)``, called on
-every worker after each epoch's report: a place for user extensions (and for tests that kill a worker).
+Worker hooks (``build_run(..., worker_hooks=...)``) are objects with ``after_epoch(epoch, rank)``, called on
+every worker after each epoch's report, and optionally ``after_step(epoch, step, rank)``, called after each
+training step: a place for user extensions (and for tests that kill a worker at an epoch's end or in its middle).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import random
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -88,12 +89,15 @@ def _backward_step(loss: torch.Tensor, optimizer, scaler, params, clip: float | 
 
 
 def train_one_epoch(model, method: Method, optimizer, scheduler, scaler, batches, cfg: ExperimentConfig,
-                    device: torch.device, tracker: Tracker | None, epoch: int) -> dict[str, float]:
+                    device: torch.device, tracker: Tracker | None, epoch: int,
+                    on_step: Callable[[int], None] | None = None) -> dict[str, float]:
     """One pass over this worker's shard; returns ``train_loss``, ``train_<metric>`` of the method's steps
-    (sample-weighted means over all workers), ``lr``, ``clips_per_s`` and ``data_wait_frac``."""
+    (sample-weighted means over all workers), ``lr``, ``clips_per_s`` and ``data_wait_frac``. ``on_step(k)`` is
+    called after this worker's k-th step (1-based)."""
     model.train()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     loss_sum = seen = wait = 0.0
+    steps = 0
     sums: dict[str, float] = {}
     start = time.perf_counter()
     for batch, waited in _timed(batches):
@@ -116,6 +120,9 @@ def train_one_epoch(model, method: Method, optimizer, scheduler, scaler, batches
             step_metrics = {"step_loss": loss_value, "step_lr": optimizer.param_groups[0]["lr"]}
             step_metrics.update({f"step_{k}": v for k, v in values.items()})
             tracker.log_metrics(step_metrics, step=scheduler.last_epoch)
+        steps += 1
+        if on_step is not None:
+            on_step(steps)
     elapsed = time.perf_counter() - start
     keys = sorted(sums)
     totals = _all_reduce_sum([loss_sum, seen, wait, elapsed, *(sums[k] for k in keys)])
@@ -192,15 +199,22 @@ def _setup_worker(cfg: ExperimentConfig):
     return rank, world, get_device()
 
 
-def _restore_checkpoint() -> dict[str, Any] | None:
-    """The state of the checkpoint Ray Train hands this worker (resume or restart), or None."""
+def _restore_checkpoint(resume_from: str | None = None) -> dict[str, Any] | None:
+    """The state to continue from: the checkpoint Ray Train hands this worker (a restart within this fit), or
+    the driver's ``resume_from`` folder (the newest complete one on disk) when that is newer, or None."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as folder:
-        return load_state(folder)
+    state = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = load_state(folder)
+    if resume_from is not None:
+        # Ray's own checkpoint comes from its snapshot, which can lag behind the folders (platform/train.py).
+        on_disk = load_state(resume_from)
+        if state is None or on_disk["epoch"] > state["epoch"]:
+            state = on_disk
+    return state
 
 
 def _build_training(cfg: ExperimentConfig, method: Method, state: dict[str, Any] | None, world: int,
@@ -272,6 +286,19 @@ def _log_artifacts(tracker: Tracker, evaluation: Evaluation | None, history: lis
         tracker.log_metrics({f"best_{best['metric']}": best["value"], "best_epoch": best["epoch"]}, step=epochs)
 
 
+def _step_hooks(hooks, epoch: int, rank: int) -> Callable[[int], None] | None:
+    """``after_step(epoch, step, rank)`` of the worker hooks that define it (epoch and step 1-based), or None."""
+    stepping = [hook for hook in hooks or () if hasattr(hook, "after_step")]
+    if not stepping:
+        return None
+
+    def after_step(step: int) -> None:
+        for hook in stepping:
+            hook.after_step(epoch, step, rank)
+
+    return after_step
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Ray Train entry point; ``config`` holds the resolved config object ``cfg``, the MLflow run and hooks."""
     import ray.train
@@ -282,7 +309,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     rank, world, device = _setup_worker(cfg)
     source = method.data(cfg)
     try:
-        state = _restore_checkpoint()
+        state = _restore_checkpoint(config.get("resume_from"))
         model, optimizer, scheduler, scaler = _build_training(cfg, method, state, world,
                                                               source.steps_per_epoch(world), device)
         run = _run_state(state, rank)
@@ -293,7 +320,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             seed_everything(cfg.train.seed, rank, epoch + 1)
             batches = source.batches(ray.train.get_dataset_shard("train"), "train", epoch=epoch, device=device)
             metrics = train_one_epoch(model, method, optimizer, scheduler, scaler, batches, cfg, device, tracker,
-                                      epoch)
+                                      epoch, _step_hooks(config.get("worker_hooks"), epoch + 1, rank))
             done = epoch + 1
             if rank == 0 and (done % cfg.train.val_every == 0 or done == cfg.train.epochs):
                 val_batches = source.batches(ray.train.get_dataset_shard("val"), "val", epoch=epoch, device=device)

@@ -16,6 +16,10 @@ What a method owns:
 - ``metrics(cfg)``: :class:`MetricSpec`, the primary metric and direction (checkpoint selection, Tune), every
   metric name it reports (config checks, ablation and sweep tables) and which ones read as percentages.
 - ``test(cfg, weights)``: its test protocol (multi-view fusion, proposals and mAP ...) -> :class:`Evaluation`.
+- optional ``check_config(cfg)``: checks across sections when the config is built (e.g. a MoCo queue length
+  against ``data.batch_size x scaling.num_workers``); a ValueError naming the keys becomes a ConfigError.
+- optional ``prepare_inputs(cfg)``: generate the demo inputs its config asks for (e.g. a synthetic feature set)
+  when they are missing; ``actionray train`` calls it before anything starts.
 """
 
 from __future__ import annotations

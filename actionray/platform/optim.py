@@ -18,7 +18,7 @@ from actionray.platform.config import ExperimentConfig
 
 
 def build_optimizer(param_groups: Iterable[dict[str, Any]], cfg: ExperimentConfig) -> torch.optim.Optimizer:
-    """``cfg.optim.name`` (SGD, or AdamW) over ``param_groups`` (each may carry its own ``lr``/``weight_decay``);
+    """``cfg.optim.name`` (SGD, AdamW or Adam) over ``param_groups`` (each may carry its own ``lr``/``weight_decay``);
     defaults from ``cfg.optim``."""
     groups = [g for g in param_groups if list(g["params"])]
     if not groups:
@@ -26,6 +26,8 @@ def build_optimizer(param_groups: Iterable[dict[str, Any]], cfg: ExperimentConfi
     o = cfg.optim
     if o.name == "adamw":
         return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    if o.name == "adam":  # coupled L2: weight_decay * w joins the gradient before the moment estimates
+        return torch.optim.Adam(groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                            nesterov=o.nesterov and o.momentum > 0)
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from actionray.platform.config import ExperimentConfig
 
-__all__ = ["QUIET_ENV", "set_quiet_env", "local_num_cpus", "cluster_address", "ensure_ray", "loopback_node"]
+__all__ = ["QUIET_ENV", "set_quiet_env", "show_ray_progress", "local_num_cpus", "cluster_address", "ensure_ray",
+           "loopback_node"]
 
-# platform_apis 1.10: quiet logs without hiding user prints; Train forwards RAY_TRAIN_* to its workers.
+# quiet logs without hiding user prints; Train forwards RAY_TRAIN_* to its workers.
 QUIET_ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
@@ -27,16 +29,27 @@ def set_quiet_env() -> None:
     """Default the log-noise variables (user settings win); call before ``import ray``."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    if not sys.stderr.isatty():
+        # A log file gets the worker lines' "(pid=...)" prefixes without colour escape codes.
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
+def show_ray_progress() -> None:
+    """Turn Ray Data's progress bars back on (``--progress``); call before :func:`set_quiet_env`."""
+    os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "0"
 
 
 def local_num_cpus(cfg: ExperimentConfig) -> int:
-    """Logical CPUs for a local instance: Train workers plus the decode pool, at least 4 (platform_apis 2.7).
+    """Logical CPUs for a local instance: Train workers plus the decode pool (``auto``: this machine's CPUs), at
+    least 4.
 
     Train reserves its workers' CPUs first and Ray Data gets only what is left; with none left the fit hangs
     silently. Logical CPUs may exceed physical cores (the decode tasks then share cores with training).
     """
     s = cfg.scaling
-    return max(4, math.ceil(s.num_workers * s.cpus_per_worker) + cfg.data.decode_tasks)
+    data = cfg.data
+    decode = min(data.decode_tasks_max, os.cpu_count() or 1) if data.decode_tasks == "auto" else data.decode_tasks
+    return max(4, math.ceil(s.num_workers * s.cpus_per_worker) + decode)
 
 
 def cluster_address() -> str | None:

@@ -1,6 +1,6 @@
 """MLflow tracking: one run per training run, logged by rank 0 only, never fatal.
 
-The driver creates the experiment (once: concurrent creation races, platform_apis 4.2) and the run, and passes
+The driver creates the experiment (once: concurrent creation races) and the run, and passes
 the run id to the workers; rank 0 logs into it through ``MlflowClient``. Any tracking error (server down,
 database locked) prints one warning and switches that tracker off: training goes on, and what would have been
 logged after the failure (metrics, artifacts, the final status) is lost for this process.
@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # config.py imports default_tracking_uri from here
+from actionray.platform.config import default_tracking_uri  # noqa: F401  (re-exported: the tracking default)
+
+if TYPE_CHECKING:
     from actionray.platform.config import ExperimentConfig
 
 # Fail fast on an unreachable server instead of MLflow's default 7 retries with back-off (minutes).
@@ -23,9 +25,6 @@ HTTP_ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUES
                      "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
-def default_tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI when set (e.g. for a cluster job via --runtime-env-json), else ./mlflow.db (SQLite)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
 def configure_http_env() -> dict[str, str]:
@@ -148,12 +147,28 @@ def run_tags(cfg: ExperimentConfig, extra: dict[str, Any] | None = None) -> dict
 
     tags = {"actionray.version": actionray.__version__, "torch.version": torch.__version__,
             "ray.version": ray.__version__, "mlflow.version": mlflow.__version__,
-            "method": cfg.method.name, "config": cfg.name}
+            "method": cfg.method.name, "config": cfg.name, **run_facts(cfg)}
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
     tags.update({k: str(v) for k, v in (extra or {}).items()})
     return tags
+
+
+def run_facts(cfg: ExperimentConfig) -> dict[str, str]:
+    """What tells runs of one method apart at a glance: backbone (when the method has one), frames, seed."""
+    backbone = getattr(cfg.method, "backbone", None)
+    data = cfg.data
+    frames = f"{data.num_segments}" + (f"x{data.frames_per_segment}" if data.frames_per_segment > 1 else "")
+    return {**({"backbone": str(backbone)} if backbone else {}), "frames": frames, "seed": str(cfg.train.seed)}
+
+
+def run_label(cfg: ExperimentConfig, run_name: str) -> str:
+    """An MLflow run name for a training run: ``tsn resnet18 8f seed0 · demo-20260101-120000`` (the run folder
+    last, so a row in the UI leads to its checkpoints)."""
+    facts = run_facts(cfg)
+    parts = [cfg.method.name, facts.get("backbone"), f"{facts['frames']}f", f"seed{facts['seed']}"]
+    return " ".join(p for p in parts if p) + f" · {run_name}"
 
 
 def git_commit() -> str | None:
@@ -166,40 +181,51 @@ def git_commit() -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
+def create_run(uri: str, experiment: str, artifact_location: str | None, run_name: str,
+               tags: dict[str, Any], parent_run_id: str | None = None) -> Tracker:
+    """A new MLflow run (its experiment created on first use) nested under ``parent_run_id`` when given; an
+    inactive tracker when the backend is unreachable (warned once)."""
+    tracker = Tracker(uri, "pending")
+
+    def create() -> str:
+        client = tracker.client
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            location = artifact_location
+            if location and "://" not in location:
+                location = Path(location).resolve().as_uri()
+            experiment_id = client.create_experiment(experiment, artifact_location=location)
+        else:
+            experiment_id = found.experiment_id
+        all_tags = dict(tags) | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
+        return client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
+
+    new_id = tracker._call("create run", create)
+    if new_id is None:
+        return Tracker(None, None)
+    tracker.run_id = new_id
+    return tracker
+
+
 def start_run(cfg: ExperimentConfig, run_name: str, *, parent_run_id: str | None = None,
-              tags: dict[str, Any] | None = None, run_id: str | None = None) -> Tracker:
-    """Driver side: create (or reuse ``run_id``) the MLflow run for a training run and log config + tags.
+              tags: dict[str, Any] | None = None, run_id: str | None = None,
+              display_name: str | None = None) -> Tracker:
+    """Driver side: create (or reuse ``run_id``) the MLflow run for a training run and log config + tags; the
+    MLflow run is called ``display_name`` when given (sweeps keep ``run_name``: their trials are found by it).
 
     Returns an inactive tracker when tracking is disabled or the backend is unreachable (warned once).
     """
     if not cfg.tracking.enabled:
         return Tracker(None, None)
-    tracker = Tracker(cfg.tracking.uri, "pending")
-
-    def create() -> str:
-        client = tracker.client
-        experiment = client.get_experiment_by_name(cfg.tracking.experiment)
-        if experiment is None:
-            location = cfg.tracking.artifact_location
-            if location and "://" not in location:
-                location = Path(location).resolve().as_uri()
-            experiment_id = client.create_experiment(cfg.tracking.experiment, artifact_location=location)
-        else:
-            experiment_id = experiment.experiment_id
-        all_tags = run_tags(cfg, tags)
-        if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
-        run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
-        return run.info.run_id
-
     if run_id is not None:
-        tracker.run_id = run_id
+        tracker = Tracker(cfg.tracking.uri, run_id)
         tracker.update_status("RUNNING")
         return tracker
-    new_id = tracker._call("create run", create)
-    if new_id is None:
-        return Tracker(None, None)
-    tracker.run_id = new_id
+    t = cfg.tracking
+    tracker = create_run(t.uri, t.experiment, t.artifact_location, display_name or run_name, run_tags(cfg, tags),
+                         parent_run_id)
+    if not tracker.active:
+        return tracker
     from actionray.platform.config import dumps
 
     tracker.log_params(cfg.flat())
@@ -307,5 +333,5 @@ def log_artifact_object(tracker: Tracker, obj: Any, artifact_file: str) -> None:
         write_json_artifact(tracker, obj, artifact_file)
 
 
-__all__ = ["Tracker", "start_run", "default_tracking_uri", "configure_http_env", "param_text", "run_tags",
-           "NORMALIZATIONS", "confusion_figure", "curves_figure", "write_json_artifact", "log_artifact_object"]
+__all__ = ["Tracker", "create_run", "start_run", "default_tracking_uri", "configure_http_env", "param_text", "run_tags",
+           "run_facts", "run_label", "NORMALIZATIONS", "confusion_figure", "curves_figure", "write_json_artifact", "log_artifact_object"]

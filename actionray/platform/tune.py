@@ -1,12 +1,12 @@
 """Ray Tune over training runs: sweeps of a search space, and the trial machinery ablations reuse.
 
-Train V2 pattern (platform_apis 3.1): each trial is a small Tune function ("trial driver") that builds the
+Train V2 pattern: each trial is a small Tune function ("trial driver") that builds the
 config, builds the ``TorchTrainer`` with ``TuneReportCallback`` and fits it. The driver holds a fraction of a
 CPU (or one ``driver_slot`` on clusters that define it, 3.3); the trainer's workers and Ray Data decode tasks
 are requested separately, so ``max_concurrent_trials`` is computed from what one trial needs in total.
 
 MLflow: one parent run per group (created here, on the Tune driver), one child run per trial (created by
-``build_trainer`` with ``mlflow.parentRunId``), tagged so the UI can filter the group.
+``build_run`` with ``mlflow.parentRunId``), tagged so the UI can filter the group.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def trial_need(cfg: ExperimentConfig, cluster: dict[str, float]) -> TrialNeed:
     """Per-trial resources: driver (driver_slot if the cluster has it, else a CPU fraction), workers, decoders."""
     s = cfg.scaling
     driver = {DRIVER_SLOT: 1} if cluster.get(DRIVER_SLOT, 0) >= 1 else {"cpu": DRIVER_CPU}
-    cpu = s.num_workers * s.cpus_per_worker + cfg.data.decode_tasks + driver.get("cpu", 0.0)
+    cpu = s.num_workers * s.cpus_per_worker + cfg.data.decode_cpus_reserved + driver.get("cpu", 0.0)
     gpu = s.num_workers * s.gpus_per_worker if s.use_gpu else 0.0
     return TrialNeed(driver=driver, cpu=cpu, gpu=gpu)
 
@@ -76,7 +76,7 @@ def plan_concurrency(cfg: ExperimentConfig, cluster: dict[str, float], requested
     fit = need.fits(cluster)
     if fit < 1:
         raise ConfigError(f"one trial needs {need.cpu:g} CPU and {need.gpu:g} GPU (scaling.num_workers x "
-                          f"cpus/gpus_per_worker + data.decode_tasks + driver) but the cluster has "
+                          f"cpus/gpus_per_worker + data.decode_tasks (auto: 1) + driver) but the cluster has "
                           f"{cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU: lower them")
     return need, (requested if requested else fit)
 
@@ -242,7 +242,7 @@ def run_trials(cfg: ExperimentConfig, param_space: dict[str, Any], *, group: str
                                         trial_name_creator=lambda t: f"trial_{t.trial_id}",
                                         trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
             run_config=tune.RunConfig(name=group, storage_path=storage, verbose=0,
-                                      # One retry of a lost trial driver (node lost, OOM kill): build_trainer
+                                      # One retry of a lost trial driver (node lost, OOM kill): build_run
                                       # reuses the run name, so Train resumes from its checkpoint.
                                       failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES)))
     return tuner.fit()

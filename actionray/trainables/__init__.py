@@ -11,6 +11,10 @@ METHODS = MethodCatalog({
     "tdn": "actionray.trainables.tdn",
     "gcnet": "actionray.trainables.gcnet",
     "tcp": "actionray.trainables.tcp",
+    "acmnet": "actionray.trainables.acmnet",
+    "ftcl": "actionray.trainables.ftcl",
+    "dclr": "actionray.trainables.dclr",
+    "dclr_downstream": "actionray.trainables.dclr_downstream",
 })
 
 

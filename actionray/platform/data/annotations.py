@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["ListFormatError", "VideoRecord", "read_list", "list_lines", "parse_line", "UNKNOWN_FRAMES"]
+__all__ = ["ListFormatError", "VideoRecord", "read_list", "list_lines", "parse_line", "validate_lists",
+           "UNKNOWN_FRAMES"]
 
 UNKNOWN_FRAMES = -1  # two-column lines: the frame count is taken from the video at load time
 
@@ -89,3 +90,26 @@ def read_list(list_file: str | Path, root: str | Path | None = None,
     if not records:
         raise ListFormatError(f"{list_file}: no entries")
     return records
+
+
+def validate_lists(lists: dict[str, str | Path | None], root: str | Path | None = None,
+                   num_classes: int | None = None, min_entries: dict[str, int] | None = None) -> dict[str, int]:
+    """Parse every list named by its config key (``{"data.train_list": path}``; None entries are skipped) and
+    return the entry counts; raises ``ListFormatError`` naming the key and ``file:line`` of the first problem.
+
+    The driver calls this before starting Ray: a list error cannot change on a retry, so it must never reach
+    the training workers (whose failures Ray Train retries)."""
+    counts: dict[str, int] = {}
+    for key, path in lists.items():
+        if path is None:
+            continue
+        try:
+            records = read_list(path, root=root, num_classes=num_classes)
+        except ListFormatError as error:
+            raise ListFormatError(f"{key}: {error}") from None
+        need = (min_entries or {}).get(key, 1)
+        if len(records) < need:
+            raise ListFormatError(f"{key}: {path} has {len(records)} entries, fewer than the {need} needed "
+                                  f"(scaling.num_workers x data.batch_size: one full batch per worker)")
+        counts[key] = len(records)
+    return counts

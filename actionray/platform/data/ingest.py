@@ -81,7 +81,7 @@ def _rebuild(dataset, shard: tuple[int, int], first_epoch: int, passes: int) -> 
     recipe = context_of(dataset).get_config(RECIPE_KEY)
     if recipe is None or recipe["split"] != "train":
         raise ValueError("ClipDataConfig: the 'train' dataset must come from build_clip_dataset(cfg, 'train')")
-    return build_clip_dataset(recipe["cfg"], "train", list_file=recipe["list_file"], shard=shard,
+    return build_clip_dataset(recipe["cfg"], "train", list_file=recipe["list_file"], shard=shard, rows=recipe["rows"],
                               passes=passes, first_epoch=first_epoch,
                               monitor=context_of(dataset).get_config(MONITOR_KEY))
 
@@ -288,12 +288,13 @@ class TrainStreams:
 
 
 def iter_model_batches(shard, cfg, split: Split, *, epoch: int, device: torch.device | str = "cpu",
-                       batch_size: int | None = None,
-                       streams: TrainStreams | None = None) -> Iterator[dict[str, torch.Tensor]]:
+                       batch_size: int | None = None, streams: TrainStreams | None = None,
+                       normalise: bool = True) -> Iterator[dict[str, torch.Tensor]]:
     """One pass over a worker's shard -> {"video": float32 (B, N, 3, H, W) normalised on ``device``,
     "label", "index", "epoch", "view", "valid": int64 (B,), "frame_indices": int64 (B, N)}; checks skips.
 
-    Train passes continue the shard's stream held in ``streams`` (required for train)."""
+    Train passes continue the shard's stream held in ``streams`` (required for train). ``normalise=False`` hands
+    the uint8 video on as it is (a method that augments on the device normalises itself)."""
     if batch_size is None:
         batch_size = cfg.eval.batch_size if split == "test" else cfg.data.batch_size
     if split == "train":
@@ -304,7 +305,8 @@ def iter_model_batches(shard, cfg, split: Split, *, epoch: int, device: torch.de
         batches = shard.iter_torch_batches(batch_size=batch_size, dtypes=DTYPES, device=device,
                                            prefetch_batches=cfg.data.prefetch_batches, drop_last=False)
     for batch in batches:
-        yield {**batch, "video": normalize(batch["video"])}  # a new dict: the stream may reuse ``batch``
+        # a new dict: the stream may reuse ``batch``
+        yield {**batch, "video": normalize(batch["video"])} if normalise else dict(batch)
     if split != "train":
         monitor = monitor_of(shard)
         if monitor is not None:

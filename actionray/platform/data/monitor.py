@@ -23,12 +23,15 @@ _OWNED_MONITORS: dict[str, Any] = {}  # monitors created by this process, kept r
 
 @ray.remote(num_cpus=0)
 class PipelineMonitor:
-    """Per-dataset state: skipped rows, and how many train streams (Ray Data executions) workers started."""
+    """Per-dataset state: skipped rows, how many train streams (Ray Data executions) workers started, and which
+    list entries each epoch's decode tasks took up, on which node (the run's proof that every epoch was whole)."""
 
     def __init__(self, num_rows: int):
         self.num_rows = num_rows
         self.stream_starts = 0
         self.skipped: dict[int, dict[int, str]] = {}  # epoch -> {index: "path: reason"}
+        self.visits: dict[int, dict[int, int]] = {}  # epoch -> {index: times a decode task took it up}
+        self.nodes: dict[int, dict[str, int]] = {}  # epoch -> {node id: rows decoded there}
 
     def stream_started(self) -> int:
         self.stream_starts += 1
@@ -40,10 +43,22 @@ class PipelineMonitor:
     def record_skip(self, epoch: int, index: int, reason: str) -> None:
         self.skipped.setdefault(int(epoch), {})[int(index)] = reason
 
+    def record_visits(self, node: str, epochs: list[int], indices: list[int]) -> None:
+        for epoch, index in zip(epochs, indices):
+            visits = self.visits.setdefault(int(epoch), {})
+            visits[int(index)] = visits.get(int(index), 0) + 1
+            per_node = self.nodes.setdefault(int(epoch), {})
+            per_node[node] = per_node.get(node, 0) + 1
+
     def report(self, epoch: int) -> dict[str, Any]:
+        """``decoded``: distinct entries decoded in ``epoch``; ``repeated``: extra decodes of an entry (a pass
+        re-run after a lost task or node); ``nodes``: rows per node id."""
         skipped = self.skipped.get(int(epoch), {})
+        visits = self.visits.get(int(epoch), {})
         return {"epoch": int(epoch), "num_rows": self.num_rows, "skipped": len(skipped),
-                "reasons": dict(sorted(skipped.items()))}
+                "reasons": dict(sorted(skipped.items())), "decoded": len(visits),
+                "repeated": sum(count - 1 for count in visits.values()),
+                "nodes": dict(sorted(self.nodes.get(int(epoch), {}).items()))}
 
 
 def new_monitor(split: str, num_rows: int) -> str:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 import ray
@@ -44,6 +44,7 @@ from actionray.platform.data.transforms import build_clip_transform, flip_label
 
 __all__ = [
     "build_clip_dataset", "PassLayout", "list_for_split", "LAYOUT_KEY", "RECIPE_KEY", "transform_rng", "DecodeJob",
+    "RowDecoder",
     "decode_sample", "execution_options",
 ]
 
@@ -87,16 +88,30 @@ class DecodeJob:
     monitor: str
     crops: int = 1
     test_scale_size: int | None = None
+    rows: Any = None  # a method's RowDecoder (several clips per row ...); None = one sampled clip per view
 
     @classmethod
-    def from_config(cls, cfg, split: Split, monitor: str = "") -> "DecodeJob":
+    def from_config(cls, cfg, split: Split, monitor: str = "", rows: Any = None) -> "DecodeJob":
         """The decode settings of ``split`` from an ExperimentConfig (test views from ``cfg.eval``)."""
         test = split == "test"
         spec = SamplingSpec.from_config(cfg.data, clips=cfg.eval.clips if test else 1)
         on_error = cfg.data.on_error_train if split == "train" else cfg.data.on_error_eval
         return cls(data=cfg.data, split=split, spec=spec, seed=cfg.train.seed, on_error=on_error,
                    monitor=monitor, crops=cfg.eval.crops if test else 1,
-                   test_scale_size=cfg.eval.scale_size if test else None)
+                   test_scale_size=cfg.eval.scale_size if test else None, rows=rows)
+
+
+class RowDecoder(Protocol):
+    """What a method plugs into the clip pipeline when one row is not one sampled clip (e.g. DCLR: two windows
+    and a static frame of one video, four crops, in one row). Runs inside the Ray Data decode tasks; must pickle.
+    Both calls return column lists (one entry per output row) with at least ``index``, ``epoch`` and ``valid``."""
+
+    def __call__(self, job: "DecodeJob", path: str, num_frames: int, label: int, index: int,
+                 epoch: int) -> dict[str, list]: ...
+
+    def skipped(self, job: "DecodeJob", index: int, epoch: int) -> dict[str, list]:
+        """The placeholder row of a skipped train sample (same columns and shapes, ``valid = 0``)."""
+        ...
 
 
 def list_table(records, list_file: str):
@@ -153,11 +168,13 @@ def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries,
     indices = np.array([pass_order(job.split, job.seed, e, entries.num_rows)[p] for e, p in zip(epochs, positions)],
                        dtype=np.int64)
     rows = entries.take(indices).to_pydict()
+    # Fire and forget (~0.1 ms): which entries this task decodes for which epoch, on which node (monitor.py).
+    get_monitor(job.monitor).record_visits.remote(ray.get_runtime_context().get_node_id(), epochs, indices.tolist())
     columns: dict[str, list] = {}
     for path, num_frames, label, index, epoch, source in zip(rows["path"], rows["num_frames"], rows["label"],
                                                              indices.tolist(), epochs, rows["source"]):
         try:
-            row = decode_sample(job, path, num_frames, label, index, epoch)
+            row = (job.rows or decode_sample)(job, path, num_frames, label, index, epoch)
         except DecodeError as error:
             reason = f"{error.path}: {error.reason} ({source})"
             if job.on_error == "raise":
@@ -166,7 +183,8 @@ def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries,
             ray.get(get_monitor(job.monitor).record_skip.remote(epoch, index, reason))
             if job.split != "train":
                 continue
-            row = _skipped_row(job, index, epoch)  # train streams count every position (module docstring)
+            # train streams count every position (module docstring)
+            row = job.rows.skipped(job, index, epoch) if job.rows else _skipped_row(job, index, epoch)
         for key, values in row.items():
             columns.setdefault(key, []).extend(values)
         if job.split == "test":
@@ -220,14 +238,39 @@ def execution_options(cfg, split: Split, world: int = 1):
     return options
 
 
+# The custom resource a node declares to take decode tasks under ``data.decode_nodes: cpu_only`` (cluster.yaml sets it
+# to 1 on its CPU decode nodes); each task asks a thousandth of it, so CPUs, not this resource, bound the pool.
+DECODE_NODE_RESOURCE = "actionray_decode"
+
+
+def decode_task_args(data) -> dict[str, Any]:
+    """``map_batches`` scheduling arguments of a decode task: one CPU, on a decode node under ``cpu_only``."""
+    args: dict[str, Any] = {"num_cpus": 1}
+    if data.decode_nodes == "cpu_only":
+        args["resources"] = {DECODE_NODE_RESOURCE: 1e-3}
+    return args
+
+
+def expected_decoders(cfg, world: int = 1) -> int:
+    """Decode tasks one of ``world`` shards can expect to run at once (sizes its input blocks): the pinned pool,
+    or for ``decode_tasks: auto`` the cluster's CPUs beyond the training workers' now, split over the shards and
+    capped by ``decode_tasks_max`` (Ray Data launches more as the autoscaler adds nodes)."""
+    data, s = cfg.data, cfg.scaling
+    cap = data.decode_pool(world)
+    if data.decode_tasks != "auto" or not ray.is_initialized():
+        return cap
+    free = ray.cluster_resources().get("CPU", 0.0) - s.num_workers * s.cpus_per_worker
+    return max(1, min(cap, int(free) // world))
+
+
 def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None, shard: tuple[int, int] = (0, 1),
-                       passes: int | None = None, first_epoch: int = 0,
-                       monitor: str | None = None) -> "ray.data.Dataset":
+                       passes: int | None = None, first_epoch: int = 0, monitor: str | None = None,
+                       rows: RowDecoder | None = None) -> "ray.data.Dataset":
     """A streaming dataset of decoded, transformed uint8 clips for ``split`` (see the module docstring).
 
     ``shard=(rank, world)``, ``first_epoch`` and ``passes`` (default: up to ``train.epochs``) apply to train;
     val and test are one unsplit pass. ``monitor`` reuses another dataset's pipeline monitor (the shards of one
-    train split)."""
+    train split). ``rows`` replaces the one-clip-per-row decoding by a method's own (``RowDecoder``)."""
     data = cfg.data
     list_file = list_file or list_for_split(cfg, split)
     records = read_list(list_file, root=data.root, num_classes=data.num_classes)
@@ -246,8 +289,8 @@ def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None, shard
     entries = list_table(records, list_file)
     if monitor is None:
         monitor = new_monitor(split, len(records))
-    job = DecodeJob.from_config(cfg, split, monitor)
-    tasks = max(1, data.decode_tasks // world)  # data.decode_tasks is the pool of the whole split
+    job = DecodeJob.from_config(cfg, split, monitor, rows)
+    tasks = data.decode_pool(world)  # data.decode_tasks is the pool of the whole split
     # Input blocks: one decode task streams a block out decode_batch_size rows at a time, so a big block does not
     # mean big memory, and each block boundary costs ~0.2 s of an idle task (Ray's task start). One execution
     # serves every epoch, so blocks need not align with passes: up to 64 rows, at most a pass per task so that
@@ -258,14 +301,14 @@ def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None, shard
     # blocks (from_numpy): ray.data.range would run read tasks that compete with the decode tasks for CPUs
     # (measured: a 3x slower first pass).
     total = layout.rows * layout.passes
-    block_rows = min(64, max(data.decode_batch_size, layout.rows // tasks))
+    block_rows = min(64, max(data.decode_batch_size, layout.rows // expected_decoders(cfg, world)))
     ds = ray.data.from_numpy(np.array_split(np.arange(total, dtype=np.int64), -(-total // block_rows)))
     ds = ds.map_batches(_decode_batch, batch_size=data.decode_batch_size,
                         fn_kwargs={"job": job, "entries": entries, "layout": layout},
-                        compute=ray.data.TaskPoolStrategy(size=tasks), num_cpus=1)
+                        compute=ray.data.TaskPoolStrategy(size=tasks), **decode_task_args(data))
     ds.context.set_config(MONITOR_KEY, monitor)
     ds.context.set_config(LAYOUT_KEY, layout)
-    ds.context.set_config(RECIPE_KEY, {"cfg": cfg, "split": split, "list_file": str(list_file)})
+    ds.context.set_config(RECIPE_KEY, {"cfg": cfg, "split": split, "list_file": str(list_file), "rows": rows})
     ds.context.target_max_block_size = _block_bytes(job)
     ds.context.execution_options = execution_options(cfg, split, world)
     return ds

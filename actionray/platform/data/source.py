@@ -49,18 +49,21 @@ class DataSource(Protocol):
 
 class ClipSource:
     """Decoded clips from list files: rows ``video`` uint8 (N, H, W, 3), ``label``, ``index``, ``epoch``,
-    ``valid``, ``view``, ``frame_indices``; batches normalised to float32 (B, N, 3, H, W) on the device."""
+    ``valid``, ``view``, ``frame_indices``; batches normalised to float32 (B, N, 3, H, W) on the device.
 
-    def __init__(self, cfg) -> None:
+    A method whose row is not one sampled clip passes ``rows`` (a ``pipeline.RowDecoder``, e.g. several clips of
+    one video per row); ``normalise=False`` hands batches on as uint8 for a method that augments on the device."""
+
+    def __init__(self, cfg, rows: Any = None, normalise: bool = True) -> None:
         from actionray.platform.data.ingest import TrainStreams
 
-        self.cfg = cfg
+        self.cfg, self.rows, self.normalise = cfg, rows, normalise
         self.streams = TrainStreams()
 
     def datasets(self) -> dict[str, "ray.data.Dataset"]:
         from actionray.platform.data.pipeline import build_clip_dataset
 
-        return {"train": build_clip_dataset(self.cfg, "train"), "val": build_clip_dataset(self.cfg, "val")}
+        return {split: build_clip_dataset(self.cfg, split, rows=self.rows) for split in ("train", "val")}
 
     def dataset_config(self) -> "ray.train.DataConfig":
         from actionray.platform.data.ingest import dataset_config
@@ -77,13 +80,14 @@ class ClipSource:
     def batches(self, shard: Any, split: Split, *, epoch: int, device: torch.device) -> Iterator[Batch]:
         from actionray.platform.data.ingest import iter_model_batches
 
-        return iter_model_batches(shard, self.cfg, split, epoch=epoch, device=device, streams=self.streams)
+        return iter_model_batches(shard, self.cfg, split, epoch=epoch, device=device, streams=self.streams,
+                                  normalise=self.normalise)
 
     def test_dataset(self) -> "ray.data.Dataset":
         """One row per test view (``eval.clips`` x ``eval.crops``), in list order."""
         from actionray.platform.data.pipeline import build_clip_dataset
 
-        return build_clip_dataset(self.cfg, "test")
+        return build_clip_dataset(self.cfg, "test", rows=self.rows)
 
     def close(self) -> None:
         self.streams.close()

@@ -1,0 +1,347 @@
+"""Snippet features as a :class:`~actionray.platform.data.source.DataSource`: Ray Data over a feature set's videos.
+
+Rows (``features.py`` reads the ACM-Net release layout):
+- train, per video: ``features`` float32 (T, D) sampled "random" to T = ``method.num_segments`` (750), ``label``
+  multi-hot float32 (C,), ``index`` (the video's line in split_train.txt), ``epoch``;
+- train, per FTCL pair (``pairs=True``): the same for both videos (``features``/``label``/``index`` and
+  ``features_2``/``label_2``/``index_2``) and ``pair_label``;
+- val / test, per video in list order: ``features`` (T_in, D) sampled "uniform" (T_in = min(L, T), so rows differ
+  in length and are read one video per batch, as the reference tests with batch 1), ``label``, ``index``,
+  ``length`` L.
+
+Sampling per epoch (``method.resample``): "epoch" re-draws every video's random indices each epoch from (seed,
+epoch, index), like the FTCL repo's per-video dataset; "frozen" draws them once (epoch 0) and reuses them, like its
+pair dataset ``FTCLDataset`` (FTCL repo, dataset/dataset_class.py).
+
+Shards: epoch e visits the items (videos or pairs) in a permutation seeded by (seed, e); worker r of w takes
+positions r, r + w, ... up to ``steps_per_epoch(w) * batch_size`` rows, so every epoch's shards are disjoint, equal
+and full batches only (the reference keeps its last partial batch; a multi-worker run cannot). Each worker's shard
+is its own dataset (``FeatureDataConfig``) of those (epoch, item) positions for every epoch, mapped by a UDF that
+loads and samples the .npy files; one execution streams all epochs in order (``preserve_order``), and the worker
+cuts it into epochs of exactly ``steps`` batches. A resumed run rebuilds the worker's shard from its epoch on.
+
+Validation (``method.selection``): "holdout" (default, clean) carves ``val_fraction`` of the training videos
+(seeded by ``split_seed``) out of training; "test" validates on the test split, the FTCL repo's best-test-mAP
+protocol (optimistic, localization.md section 6 item 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any, Iterator
+
+import numpy as np
+import ray
+import ray.train
+import torch
+
+from actionray.platform.data.features import FeatureSet, ftcl_pairs, load_feature_set
+from actionray.platform.data.pipeline import decode_task_args
+from actionray.platform.data.sampling import Split
+
+__all__ = ["FeatureSource", "FeatureDataConfig", "FeatureLayout", "FeatureSplits", "feature_splits",
+           "shard_positions", "train_dataset", "eval_dataset"]
+
+LAYOUT_KEY = "actionray_feature_layout"
+_TRAIN_DTYPES = {"features": torch.float32, "label": torch.float32, "index": torch.int64, "epoch": torch.int64,
+                 "features_2": torch.float32, "label_2": torch.float32, "index_2": torch.int64,
+                 "pair_label": torch.int64}
+
+
+@dataclass(frozen=True)
+class FeatureSplits:
+    """The videos of one run: the train feature set, which of its videos train and which validate (indices into
+    split_train.txt, or into split_test.txt when ``val_set`` is the test split), and the training items."""
+
+    train_set: FeatureSet
+    val_set: FeatureSet
+    train_videos: np.ndarray
+    val_videos: np.ndarray
+    pairs: np.ndarray | None  # (P, 3) rows (i, j, pair_label) over train_set indices, FTCL only
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Where a worker's train shard sits: ``rank`` of ``world``, epochs ``first_epoch .. epochs-1``,
+    ``rows`` per epoch (= steps x batch)."""
+
+    rank: int
+    world: int
+    first_epoch: int
+    epochs: int
+    rows: int
+
+
+def _light(fs: FeatureSet) -> FeatureSet:
+    """The set without its gt.json dict (what Ray tasks need: paths, ids, labels)."""
+    return replace(fs, gt={})
+
+
+@lru_cache(maxsize=8)
+def _cached_splits(root: str, num_segments: int, selection: str, val_fraction: float, split_seed: int,
+                   pairs: bool) -> FeatureSplits:
+    train = load_feature_set(root, "train")
+    n = len(train.videos)
+    if selection == "test":
+        train_videos, val_set = np.arange(n), load_feature_set(root, "test")
+        val_videos = np.arange(len(val_set.videos))
+    else:
+        order = np.random.default_rng(np.random.SeedSequence([split_seed, n])).permutation(n)
+        held = max(1, int(round(val_fraction * n)))
+        if held >= n:
+            raise ValueError(f"{root}: val_fraction {val_fraction} leaves no training video of {n}")
+        val_videos, train_videos = np.sort(order[:held]), np.sort(order[held:])
+        val_set = train
+    pair_rows = None
+    if pairs:
+        found = ftcl_pairs(train.labels[train_videos], seed=0)
+        if not found:
+            raise ValueError(f"{root}: no FTCL pairs (no two training videos with identical labels)")
+        pair_rows = np.array([(train_videos[i], train_videos[j], y) for i, j, y in found], dtype=np.int64)
+    return FeatureSplits(train, val_set, train_videos, val_videos, pair_rows)
+
+
+def feature_splits(cfg) -> FeatureSplits:
+    """The run's videos and items from ``cfg.method`` (feature_root, selection, val_fraction, split_seed) and
+    whether the method trains on pairs; checks the class count against ``data.num_classes``."""
+    m = cfg.method
+    splits = _cached_splits(str(m.feature_root), m.num_segments, m.selection, m.val_fraction, m.split_seed,
+                            bool(getattr(m, "pairs", False)))
+    classes = len(splits.train_set.classes)
+    if classes != cfg.data.num_classes:
+        from actionray.platform.config import ConfigError
+
+        raise ConfigError(f"data.num_classes is {cfg.data.num_classes} but the feature set {m.feature_root} has "
+                          f"{classes} classes")
+    return splits
+
+
+def _num_items(splits: FeatureSplits) -> int:
+    return len(splits.pairs) if splits.pairs is not None else len(splits.train_videos)
+
+
+def steps_for(splits: FeatureSplits, world: int, batch_size: int) -> int:
+    items = _num_items(splits)
+    if items < world * batch_size:
+        raise ValueError(f"{items} training items cannot fill one batch of {batch_size} on each of {world} workers; "
+                         f"lower data.batch_size")
+    return (items // world) // batch_size
+
+
+def shard_positions(num_items: int, *, seed: int, rank: int, world: int, rows: int, first_epoch: int,
+                    epochs: int) -> np.ndarray:
+    """(N, 2) int64 rows (epoch, item) of worker ``rank``'s shard: per epoch a (seed, epoch) permutation of the
+    items, positions rank, rank + world, ... cut to ``rows``; shards of one epoch are disjoint."""
+    out = []
+    for epoch in range(first_epoch, epochs):
+        order = np.random.default_rng(np.random.SeedSequence([seed, epoch, 7])).permutation(num_items)
+        mine = order[rank::world][:rows]
+        out.append(np.stack([np.full(len(mine), epoch), mine], axis=1))
+    return np.concatenate(out).astype(np.int64) if out else np.zeros((0, 2), dtype=np.int64)
+
+
+def _load_train_rows(batch: dict[str, np.ndarray], *, fs: FeatureSet, videos: np.ndarray, pairs: np.ndarray | None,
+                     num_segments: int, seed: int, frozen: bool) -> dict[str, np.ndarray]:
+    """Ray Data UDF: (epoch, item) positions -> sampled training rows (module docstring)."""
+    epochs, items = batch["epoch"], batch["item"]
+    first, second, pair_label = [], [], []
+    for item in items.tolist():
+        if pairs is None:
+            first.append(int(videos[item]))
+        else:
+            i, j, y = pairs[item]
+            first.append(int(i))
+            second.append(int(j))
+            pair_label.append(int(y))
+    out: dict[str, np.ndarray] = {"epoch": epochs.astype(np.int64)}
+    for suffix, indices in (("", first), ("_2", second)):
+        if not indices:
+            continue
+        feats = [fs.sample(v, num_segments, "random", seed, 0 if frozen else int(e))["features"]
+                 for v, e in zip(indices, epochs)]
+        out[f"features{suffix}"] = np.stack(feats).astype(np.float32)
+        out[f"label{suffix}"] = fs.labels[indices].astype(np.float32)
+        out[f"index{suffix}"] = np.asarray(indices, dtype=np.int64)
+    if pairs is not None:
+        out["pair_label"] = np.asarray(pair_label, dtype=np.int64)
+    return out
+
+
+def _positions(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """(N, 2) ``data`` blocks -> ``epoch`` and ``item`` columns."""
+    data = np.asarray(batch["data"])
+    return {"epoch": data[:, 0], "item": data[:, 1]}
+
+
+def _load_eval_rows(batch: dict[str, np.ndarray], *, fs: FeatureSet, num_segments: int) -> dict[str, np.ndarray]:
+    """Ray Data UDF: video indices -> uniform-sampled rows of varying length (a ragged ``features`` column)."""
+    feats = np.empty(len(batch["index"]), dtype=object)
+    lengths = np.zeros(len(batch["index"]), dtype=np.int64)
+    for k, index in enumerate(batch["index"].tolist()):
+        full = fs.features(index)
+        feats[k] = full[np.asarray(_uniform(len(full), num_segments))]
+        lengths[k] = len(full)
+    return {"features": feats, "label": fs.labels[batch["index"]].astype(np.float32),
+            "index": batch["index"].astype(np.int64), "length": lengths}
+
+
+def _uniform(length: int, num_segments: int) -> np.ndarray:
+    from actionray.platform.data.features import sample_indices
+
+    return sample_indices(length, num_segments, "uniform")
+
+
+def _tasks(cfg, world: int) -> int:
+    return cfg.data.decode_pool(world)
+
+
+def train_dataset(cfg, rank: int = 0, world: int = 1, first_epoch: int = 0) -> "ray.data.Dataset":
+    """Worker ``rank``'s train shard for epochs ``first_epoch .. train.epochs - 1`` (module docstring)."""
+    from ray.data import ExecutionOptions
+
+    splits = feature_splits(cfg)
+    m = cfg.method
+    rows = steps_for(splits, world, cfg.data.batch_size) * cfg.data.batch_size
+    positions = shard_positions(_num_items(splits), seed=cfg.train.seed, rank=rank, world=world, rows=rows,
+                                first_epoch=first_epoch, epochs=cfg.train.epochs)
+    # Input blocks of up to 64 positions, from ready numpy blocks (no read tasks competing with the loaders).
+    chunks = max(1, -(-len(positions) // 64))
+    ds = ray.data.from_numpy(np.array_split(positions, chunks)).map_batches(_positions, batch_size=None)
+    ds = ds.map_batches(_load_train_rows, batch_size=4, compute=ray.data.TaskPoolStrategy(size=_tasks(cfg, world)),
+                        **decode_task_args(cfg.data),
+                        fn_kwargs={"fs": _light(splits.train_set), "videos": splits.train_videos,
+                                   "pairs": splits.pairs, "num_segments": m.num_segments, "seed": cfg.train.seed,
+                                   "frozen": m.resample == "frozen"})
+    ds.context.execution_options = ExecutionOptions(preserve_order=True)
+    ds.context.set_config(LAYOUT_KEY, FeatureLayout(rank, world, first_epoch, cfg.train.epochs, rows))
+    return ds
+
+
+def eval_dataset(cfg, split: Split) -> "ray.data.Dataset":
+    """Every video of ``split`` ("val": the run's validation videos; "test": split_test.txt) in list order."""
+    from ray.data import ExecutionOptions
+
+    splits = feature_splits(cfg)
+    if split == "val":
+        fs, videos = splits.val_set, splits.val_videos
+    elif split == "test":
+        fs = load_feature_set(cfg.method.feature_root, "test")
+        videos = np.arange(len(fs.videos))
+    else:
+        raise ValueError(f"eval_dataset: split {split!r}: expected 'val' or 'test'")
+    ds = ray.data.from_numpy(np.asarray(videos, dtype=np.int64)).rename_columns({"data": "index"})
+    ds = ds.map_batches(_load_eval_rows, batch_size=1, fn_kwargs={"fs": _light(fs),
+                                                                  "num_segments": cfg.method.num_segments},
+                        compute=ray.data.TaskPoolStrategy(size=cfg.data.decode_pool()),
+                        **decode_task_args(cfg.data))
+    ds.context.execution_options = ExecutionOptions(preserve_order=True)
+    return ds
+
+
+class FeatureDataConfig(ray.train.DataConfig):
+    """One train shard dataset per worker (``train_dataset(cfg, rank, world)``); val unsplit and ordered."""
+
+    def __init__(self, cfg):
+        from ray.data import ExecutionOptions
+
+        super().__init__(datasets_to_split=[], execution_options={"val": ExecutionOptions(preserve_order=True)})
+        self.cfg = cfg
+
+    def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+        output = super().configure({k: v for k, v in datasets.items() if k != "train"}, world_size,
+                                   worker_handles, worker_node_ids, **kwargs)
+        if "train" in datasets:
+            for rank in range(world_size):
+                output[rank]["train"] = train_dataset(self.cfg, rank, world_size).iterator()
+        return output
+
+
+class _TrainStream:
+    """A worker's train shard read in order, epoch by epoch (exactly ``rows // batch`` batches each)."""
+
+    def __init__(self, shard, layout: FeatureLayout, first_epoch: int, batch_size: int, prefetch: int) -> None:
+        self.layout, self.next_epoch, self.batch_size = layout, first_epoch, batch_size
+        self.rows = iter(shard.iter_torch_batches(batch_size=batch_size, prefetch_batches=prefetch, drop_last=False,
+                                                  dtypes=_TRAIN_DTYPES))
+
+    def epoch(self, epoch: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+        if epoch != self.next_epoch:
+            raise RuntimeError(f"feature train stream is at epoch {self.next_epoch}, not {epoch}")
+        self.next_epoch = epoch + 1
+        for _ in range(self.layout.rows // self.batch_size):
+            try:
+                batch = next(self.rows)
+            except StopIteration:
+                raise RuntimeError(f"train shard {self.layout.rank} ended before the end of epoch {epoch}") from None
+            if len(batch["epoch"]) != self.batch_size or bool((batch["epoch"] != epoch).any()):
+                raise RuntimeError(f"train shard {self.layout.rank}: a batch of epoch {epoch} holds rows of epochs "
+                                   f"{sorted(set(batch['epoch'].tolist()))}")
+            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    def close(self) -> None:
+        rows, self.rows = self.rows, iter(())
+        close = getattr(rows, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - best effort, the executor may be gone already
+                pass
+
+
+class FeatureSource:
+    """Snippet-feature rows for a WTAL method (module docstring); built from the experiment config."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self._stream: _TrainStream | None = None
+
+    def datasets(self) -> dict[str, "ray.data.Dataset"]:
+        """"train" (worker 0 of 1 here; ``dataset_config`` builds the real per-worker shards) and "val"."""
+        return {"train": train_dataset(self.cfg), "val": eval_dataset(self.cfg, "val")}
+
+    def dataset_config(self) -> "ray.train.DataConfig":
+        return FeatureDataConfig(self.cfg)
+
+    def steps_per_epoch(self, world_size: int) -> int:
+        """Equal shards of the items (videos or pairs), full batches only."""
+        return steps_for(feature_splits(self.cfg), world_size, self.cfg.data.batch_size)
+
+    def batches(self, shard: Any, split: Split, *, epoch: int, device: torch.device) -> Iterator[dict[str, Any]]:
+        """Train: this epoch's ``steps`` batches of (B, T, D) features. Val/test: one video per batch,
+        ``features`` (1, T_in, D) with ``label`` (1, C), ``index`` and ``length`` (1,)."""
+        if split != "train":
+            return self._videos(shard, device)
+        if self._stream is None or self._stream.next_epoch != epoch:
+            self._restart(shard, epoch)
+        return self._stream.epoch(epoch, device)
+
+    def _restart(self, shard: Any, epoch: int) -> None:
+        from actionray.platform.data.monitor import context_of
+
+        if self._stream is not None:
+            self._stream.close()
+        layout: FeatureLayout | None = context_of(shard).get_config(LAYOUT_KEY)
+        if layout is None:
+            raise ValueError("FeatureSource.batches: the train shard was not built by feature_source.train_dataset")
+        if epoch != layout.first_epoch:  # resuming: this worker's shard again, from ``epoch`` on
+            shard = train_dataset(self.cfg, layout.rank, layout.world, first_epoch=epoch).iterator()
+            layout = context_of(shard).get_config(LAYOUT_KEY)
+        self._stream = _TrainStream(shard, layout, epoch, self.cfg.data.batch_size, self.cfg.data.prefetch_batches)
+
+    @staticmethod
+    def _videos(shard: Any, device: torch.device) -> Iterator[dict[str, Any]]:
+        for batch in shard.iter_batches(batch_size=1, batch_format="numpy"):
+            feats = np.stack([np.asarray(f, dtype=np.float32) for f in batch["features"]])
+            yield {"features": torch.from_numpy(feats).to(device), "label": torch.from_numpy(batch["label"]),
+                   "index": torch.from_numpy(batch["index"]), "length": torch.from_numpy(batch["length"])}
+
+    def test_dataset(self) -> "ray.data.Dataset":
+        """Every test video (split_test.txt), uniform sampling, in list order."""
+        return eval_dataset(self.cfg, "test")
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+

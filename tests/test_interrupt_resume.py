@@ -1,0 +1,188 @@
+"""Interrupts and resume: Ctrl+C ends `actionray train` with 130, KILLED and the resume command; `--resume`
+continues after the newest complete checkpoint folder on disk, also after the driver was SIGKILLed.
+
+The interrupted runs are real `actionray train` processes with their own local Ray, as a user would run them;
+the resumed runs use the session's Ray (``ray_local``) to save a Ray start-up each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_sweep_interrupt import cli_env
+from test_train import tiny_config
+
+EPOCHS = 3
+
+
+def deterministic_config(synth, workdir: Path, **train):
+    """1 worker, ``train.deterministic``: a resumed run must end exactly where an uninterrupted one does."""
+    return tiny_config(synth, workdir, train={"epochs": EPOCHS, "deterministic": True, "val_every": 1, **train},
+                       data={"decode_tasks": 2, "decode_batch_size": 2})
+
+
+def start_train(workdir: Path, cfg) -> tuple[subprocess.Popen, Path]:
+    """`actionray train CONFIG` in its own process group (Ray's processes join it); returns (process, config)."""
+    path = workdir / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    argv = [sys.executable, "-m", "actionray", "train", str(path)]
+    process = subprocess.Popen(argv, cwd=workdir, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    return process, path
+
+
+def saved_epochs(runs: Path) -> list[int]:
+    """Epochs of the checkpoint folders whose state.pt loads, read independently of the code under test."""
+    import torch
+
+    epochs = []
+    for state in runs.glob("*/checkpoint_*/state.pt"):
+        try:
+            epochs.append(int(torch.load(state, map_location="cpu", weights_only=False)["epoch"]))
+        except Exception:  # noqa: BLE001 -- a file still being copied
+            pass
+    return sorted(epochs)
+
+
+def wait_for_epoch(process: subprocess.Popen, runs: Path, epoch: int, timeout: float = 400) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if saved_epochs(runs) and saved_epochs(runs)[-1] >= epoch:
+            return
+        time.sleep(1)
+    os.killpg(process.pid, signal.SIGKILL)
+    pytest.fail(f"no checkpoint of epoch {epoch} appeared:\n" + process.communicate(timeout=60)[0][-4000:])
+
+
+def mlflow_runs(cfg) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.tracking.uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(ray_local, synth_videos, tmp_path_factory) -> dict:
+    """The reference: the same deterministic run, never interrupted."""
+    from actionray.platform.train import fit
+
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    return fit(deterministic_config(synth_videos, workdir, run_name="reference"))
+
+
+@pytest.fixture(scope="module")
+def interrupted(synth_videos, tmp_path_factory) -> tuple:
+    """`actionray train` stopped with Ctrl+C (SIGINT to its process group) once epoch 1 is saved."""
+    workdir = tmp_path_factory.mktemp("interrupted")
+    cfg = deterministic_config(synth_videos, workdir)
+    process, config_path = start_train(workdir, cfg)
+    try:
+        wait_for_epoch(process, workdir / "runs", 1)
+        os.killpg(process.pid, signal.SIGINT)
+        out, _ = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    return cfg, workdir, config_path, process.returncode, out
+
+
+def test_sigint_exits_130_with_one_line_naming_the_epoch_and_the_resume_command(interrupted):
+    cfg, workdir, config_path, returncode, out = interrupted
+    assert returncode == 130, out[-3000:]
+    lines = [line for line in out.splitlines() if line.startswith("interrupted (SIGINT)")]
+    assert len(lines) == 1, out[-3000:]
+    match = re.fullmatch(r"interrupted \(SIGINT\) after epoch (\d+) of 3 \(saved in (\S+)\); resume with: (.+)",
+                         lines[0])
+    assert match, lines[0]
+    epoch, run_dir, command = int(match.group(1)), Path(match.group(2)), shlex.split(match.group(3))
+    assert epoch == saved_epochs(workdir / "runs")[-1] >= 1
+    assert command == ["actionray", "train", str(config_path), "--resume", str(run_dir)]
+    driver = [line for line in out.splitlines() if not line.startswith("(")]  # "(Actor pid=...)": Ray's workers
+    assert not [line for line in driver if "Traceback" in line], out[-3000:]
+
+
+def test_sigint_marks_the_mlflow_run_killed(interrupted):
+    cfg = interrupted[0]
+    assert [run.info.status for run in mlflow_runs(cfg)] == ["KILLED"]
+
+
+def test_the_printed_resume_command_continues_after_the_saved_epoch_and_ends_like_an_uninterrupted_run(
+        interrupted, uninterrupted, monkeypatch, capsys):
+    from actionray.cli import main
+
+    cfg, workdir, _, _, out = interrupted
+    line = next(line for line in out.splitlines() if line.startswith("interrupted (SIGINT)"))
+    saved = int(re.search(r"after epoch (\d+)", line).group(1))
+    monkeypatch.chdir(workdir)
+    assert main(shlex.split(line.split("resume with: ", 1)[1])[1:]) == 0
+    printed = capsys.readouterr().out
+    assert f"(epoch {saved} of 3): training continues at epoch {saved + 1}" in printed
+    final = json.loads(printed[printed.index("{"):])["final"]
+    reference = uninterrupted["final"]
+    for key in ("train_loss", "val_loss", "val_top1", "epoch"):
+        assert final[key] == reference[key], key
+    runs = mlflow_runs(cfg)
+    assert [run.info.status for run in runs] == ["FINISHED"]  # the same MLflow run, reopened and finished
+    from mlflow.tracking import MlflowClient
+
+    steps = [m.step for m in MlflowClient(cfg.tracking.uri).get_metric_history(runs[0].info.run_id, "train_loss")]
+    assert sorted(steps) == [1, 2, 3]  # no epoch trained twice
+
+
+def test_resume_after_the_driver_was_sigkilled_starts_after_the_newest_complete_checkpoint(
+        ray_local, synth_videos, tmp_path_factory, capsys):
+    from actionray.platform.train import fit
+
+    workdir = tmp_path_factory.mktemp("sigkilled")
+    cfg = deterministic_config(synth_videos, workdir)
+    process, _ = start_train(workdir, cfg)
+    try:
+        wait_for_epoch(process, workdir / "runs", 2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray it started, without any clean-up
+        process.communicate(timeout=60)
+    saved = saved_epochs(workdir / "runs")[-1]
+    summary = fit(cfg, resume=True)
+    assert summary["start_epoch"] == saved
+    assert f"(epoch {saved} of 3)" in capsys.readouterr().out
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    assert [run.info.status for run in mlflow_runs(cfg)] == ["FINISHED"]
+
+
+def test_resume_refuses_a_run_folder_that_failed_at_start(synth_videos, workdir):
+    from actionray.platform.train import RUN_INFO, fit
+
+    cfg = tiny_config(synth_videos, workdir)
+    run_dir = workdir / "runs" / "tiny-20260101-000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / RUN_INFO).write_text(json.dumps({"mlflow_run_id": None, "run_name": run_dir.name}))
+    from actionray.config import ConfigError
+
+    with pytest.raises(ConfigError, match="nothing to resume in .*tiny-20260101-000000.*failed at start"):
+        fit(cfg, resume=True)
+    with pytest.raises(ConfigError, match="nothing to resume in"):
+        fit(cfg, resume=str(run_dir))
+
+
+def test_resume_skips_a_checkpoint_folder_whose_state_was_cut_short(tmp_path):
+    from actionray.platform.checkpoint import newest_complete_checkpoint, save_state
+
+    save_state(tmp_path / "checkpoint_2026-01-01_00-00-01.000000", {"epoch": 1})
+    save_state(tmp_path / "checkpoint_2026-01-01_00-00-02.000000", {"epoch": 2})
+    cut = tmp_path / "checkpoint_2026-01-01_00-00-02.000000" / "state.pt"
+    cut.write_bytes(cut.read_bytes()[:20])  # a copy interrupted mid-file
+    (tmp_path / "checkpoint_2026-01-01_00-00-03.000000").mkdir()  # a folder without state.pt
+    folder, state = newest_complete_checkpoint(tmp_path)
+    assert folder.name == "checkpoint_2026-01-01_00-00-01.000000" and state["epoch"] == 1
