@@ -119,14 +119,19 @@ class LocalCluster:
             time.sleep(2)
         raise RuntimeError(f"node did not join within {timeout:.0f} s: {node.log.read_text()[-2000:]}")
 
-    def ray(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([RAY, *args, "--address", self.address], env=client_env(), capture_output=True,
-                              text=True, timeout=timeout)
+    def ray(self, group: str, command: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """``ray GROUP COMMAND --address <this cluster> ARGS...`` (the address before a job's ``--`` entrypoint)."""
+        return subprocess.run([RAY, group, command, "--address", self.address, *args], env=client_env(),
+                              capture_output=True, text=True, timeout=timeout)
 
     def alive_nodes(self) -> list[dict]:
         """The State API's alive nodes: ``node_id``, ``resources_total``, ..."""
-        listed = self.ray("list", "nodes", "--format", "json", "--filter", "state=ALIVE")
-        return json.loads(listed.stdout) if listed.returncode == 0 and listed.stdout.strip() else []
+        listed = self.ray("list", "nodes", "--format", "json")
+        try:
+            nodes = json.loads(listed.stdout) if listed.returncode == 0 else []
+        except ValueError:  # "No resource in the cluster" while the head registers
+            nodes = []
+        return [n for n in nodes if n.get("state") == "ALIVE"]
 
     def node_id_with(self, resource: str) -> list[str]:
         return [n["node_id"] for n in self.alive_nodes() if resource in (n.get("resources_total") or {})]

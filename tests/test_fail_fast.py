@@ -147,7 +147,9 @@ def test_too_many_skipped_samples_fail_once_with_the_whole_message(ray_local, sy
     lines[0] = " ".join([str(broken), *first[1:]])
     train_list = workdir / "train.txt"
     train_list.write_text("\n".join(lines) + "\n")
-    cfg = tiny_config(synth_videos, workdir, data={"train_list": str(train_list), "max_skip_fraction": 0.0},
+    # data.root: the copied list's relative paths still name the session's videos
+    cfg = tiny_config(synth_videos, workdir, data={"train_list": str(train_list), "max_skip_fraction": 0.0,
+                                                   "root": str(synth_videos.train_list.parent)},
                       scaling={"max_failures": 2}, tracking={"enabled": False})
     run = build_run(cfg, run_name="skips")
     with pytest.raises(Exception) as caught:

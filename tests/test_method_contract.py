@@ -185,9 +185,11 @@ def test_it_can_be_swept_on_its_own_knob_and_metric(ray_local, synth_videos, tmp
     from actionray.search_spaces.spec import space_from_mapping
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    cfg = toy_config(synth_videos, tmp_path, train={"epochs": 1, "run_name": None})
+    # two trials at once: each needs 0.5 + 1 decode CPU + its driver's 0.25 of the session's 4
+    cfg = toy_config(synth_videos, tmp_path, train={"epochs": 1, "run_name": None}, data={"decode_tasks": 1},
+                     scaling={"cpus_per_worker": 0.5})
     space = space_from_mapping("toy_hidden", {"method.hidden": {"grid": [2, 16]}}, "<test>", catalog=CATALOG)
-    summary = run_sweep(cfg, space, num_samples=1, scheduler="fifo", max_concurrent=1, echo=lambda _: None)
+    summary = run_sweep(cfg, space, num_samples=1, scheduler="fifo", max_concurrent=2, echo=lambda _: None)
     table = summary["table"]
     assert sorted(table["method.hidden"].tolist()) == ["16", "2"]
     assert "val_mse" in table.columns and table["val_mse"].notna().all()

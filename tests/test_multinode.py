@@ -28,14 +28,18 @@ def cluster():
 
 
 def submit(cluster: LocalCluster, tree: dict, folder, uri: str) -> str:
-    """`ray job submit` of `actionray train` on ``tree``; returns the job's logs (fails the test if the job did)."""
+    """`ray job submit` of `actionray train` on ``tree``; returns the job's logs (fails the test if the job did).
+
+    No ``--working-dir``: every path is absolute, and the nodes of this one-machine cluster share one session
+    folder, so a node that drops its copy of an uploaded working dir would delete the driver's (on a real
+    cluster each node has its own disk)."""
     folder.mkdir()
     (folder / "run.yaml").write_text(yaml.safe_dump(tree))
     submission = f"actionray-multinode-{int(time.time() * 1000)}"
     runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": uri}}
-    done = cluster.ray("job", "submit", "--submission-id", submission, "--working-dir", str(folder),
+    done = cluster.ray("job", "submit", "--submission-id", submission,
                        "--runtime-env-json", json.dumps(runtime_env), "--",
-                       sys.executable, "-m", "actionray", "train", "run.yaml", timeout=900)
+                       sys.executable, "-m", "actionray", "train", str(folder / "run.yaml"), timeout=900)
     logs = cluster.ray("job", "logs", submission).stdout
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return logs

@@ -99,6 +99,8 @@ def test_ui_serves_the_embedded_store_on_localhost(workdir):
                     time.sleep(1)
             if body == "OK" and process.poll() is None:  # alive: the answer was ours, not a port thief's
                 assert (workdir / "mlflow.db").exists()  # the embedded store in the working directory
+                printed = (workdir / "ui.log").read_text()
+                assert "runs of experiment 'actionray'" in printed and "'Columns'" in printed  # where, and how
                 return
         finally:
             if process.poll() is None:

@@ -155,8 +155,25 @@ def _ui(args) -> int:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--artifacts-destination",
                str(Path.cwd().resolve() / "mlartifacts"), "--host", args.host, "--port", str(args.port),
                "--workers", "1"]
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", flush=True)
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI on {base} (store {uri}); Ctrl-C stops it", flush=True)
+    print(_runs_page_hint(uri, base), flush=True)
     return subprocess.call(command, env=os.environ.copy())
+
+
+def _runs_page_hint(uri: str, base: str, experiment: str = "actionray") -> str:
+    """Where the runs are and which columns compare them (MLflow's runs table shows none of them by default)."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        found = MlflowClient(uri).get_experiment_by_name(experiment)
+    except Exception:  # noqa: BLE001 -- an empty or new store: the hint is still useful without the id
+        found = None
+    page = f"{base}/#/experiments/{found.experiment_id}" if found else f"{base} (no '{experiment}' runs yet)"
+    return (f"runs of experiment '{experiment}': {page}\n"
+            "compare them: in the runs table open 'Columns' and tick the metrics val_top1 (or the method's primary "
+            "metric: val_map_avg, val_loss), train_loss, lr and the parameter method.name; sweeps and ablations "
+            "are parent runs: expand them to see their trials")
 
 
 def _port_in_use(host: str, port: int) -> str | None:

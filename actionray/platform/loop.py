@@ -10,7 +10,7 @@ the numbers are exact full-set metrics, not averages of padded per-GPU shards as
 cost of the other workers idling at the report barrier while rank 0 validates.
 
 Worker hooks (``build_run(..., worker_hooks=...)``) are objects with ``after_epoch(epoch, rank)``, called on
-every worker after each epoch's report, and optionally ``after_step(epoch, step, rank)``, called after each
+every worker after each epoch's report, and/or ``after_step(epoch, step, rank)``, called after each
 training step: a place for user extensions (and for tests that kill a worker at an epoch's end or in its middle).
 """
 
@@ -342,7 +342,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                          "best": run.best, "rng": rng_state(), "config": cfg.to_dict()}
             _report(metrics, saved)
             for hook in config.get("worker_hooks") or ():
-                hook.after_epoch(done, rank)
+                if hasattr(hook, "after_epoch"):
+                    hook.after_epoch(done, rank)
     finally:
         source.close()
 

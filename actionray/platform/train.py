@@ -202,11 +202,12 @@ def log_skipped_samples(tracker: Tracker, datasets: dict[str, Any], epochs: rang
         monitor = monitor_of(dataset)
         if monitor is None:
             continue
-        for epoch in epochs if split == "train" else range(1):
+        # every epoch up to this fit's last: a worker-group restart within the fit starts after its checkpoint
+        for epoch in range(epochs.stop) if split == "train" else range(1):
             report = ray.get(monitor.report.remote(epoch))
             if split == "train" and report["decoded"]:
                 decoded[str(epoch + 1)] = {k: report[k] for k in ("num_rows", "decoded", "repeated", "nodes")}
-            if failed and not report["skipped"]:
+            if epoch not in epochs or (failed and not report["skipped"]):
                 continue
             counts.setdefault(split, {})[epoch + 1] = report["skipped"]
             if report["reasons"]:
