@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
 from actionray.config import load_config
+from actionray.platform.report import mean_std_text
 from actionray.platform.train import fit
 from actionray.synthetic.videos import prepare_data
 
@@ -58,9 +58,7 @@ def main() -> None:
               f"{100 * random:.1f}% | pre-training val_loss {final['val_loss']:.3f}", flush=True)
 
     def stats(key: str) -> str:
-        values = [100 * r[key] for r in rows]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.1f} ± {spread:.1f}"
+        return mean_std_text([r[key] for r in rows])
 
     print("\n| encoder | linear-probe val top-1 (%), mean ± std over seeds " + str(args.seeds) + " |")
     print("|---|---|")

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
 from actionray.config import load_config
+from actionray.platform.report import mean_std_text
 from actionray.platform.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,9 +56,7 @@ def main() -> None:
         rows.append({"seed": seed, "acmnet": acm, "ftcl": ftcl})
 
     def stats(method: str, key: str) -> str:
-        values = [100 * r[method][key] for r in rows]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.1f} ± {spread:.1f}"
+        return mean_std_text([r[method][key] for r in rows])
 
     print(f"\n| method | test mAP@0.5 (%) | test avg mAP 0.1-0.7 (%) |   mean ± std over seeds {args.seeds}")
     print("|---|---|---|")

@@ -90,6 +90,21 @@ def test_a_class_count_other_than_the_feature_sets_is_a_config_error(features, t
 
 
 # -- training steps -----------------------------------------------------------------------------------------------
+def test_a_bad_feature_root_or_init_checkpoint_fails_before_ray_starts(features, tmp_path):
+    from actionray.config import ConfigError
+    from actionray.platform.train import check_inputs
+
+    with pytest.raises(ConfigError, match=r"method\.feature_root: .*no gt\.json"):
+        check_inputs(wtal_config(features, tmp_path, method={"feature_root": str(tmp_path)}))
+    run = tmp_path / "runs" / "acm-run"
+    run.mkdir(parents=True)
+    (run / "checkpoint_manager_snapshot.json").write_text("{}")
+    for path, why in ((tmp_path / "nothing", "no such file"), (run, "without state.pt"),
+                      (run / "checkpoint_manager_snapshot.json", "a JSON file")):
+        with pytest.raises(ConfigError, match=rf"method\.init_checkpoint: .*{why}"):
+            check_inputs(wtal_config(features, tmp_path, "ftcl", method={"init_checkpoint": str(path)}))
+
+
 def _fixed_batch(features, cfg, pairs: bool):
     from actionray.platform.data.feature_source import _light, _load_train_rows, feature_splits
 

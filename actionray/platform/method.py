@@ -20,6 +20,8 @@ What a method owns:
   against ``data.batch_size x scaling.num_workers``); a ValueError naming the keys becomes a ConfigError.
 - optional ``prepare_inputs(cfg)``: generate the demo inputs its config asks for (e.g. a synthetic feature set)
   when they are missing; ``actionray train`` calls it before anything starts.
+- optional ``check_inputs(cfg)``: check the files the run will read (a feature set, an initial checkpoint) before
+  Ray starts; raise ConfigError naming the key.
 """
 
 from __future__ import annotations

@@ -28,6 +28,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
+def mean_std_text(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± std`` of ``values`` x ``scale`` (sample std; 0 shown for a single value), e.g. for seeds' accuracies."""
+    mean, std = _mean_std([scale * v for v in values])
+    return f"{mean:.{digits}f} ± {0.0 if math.isnan(std) else std:.{digits}f}"
+
+
 def ablation_table(runs: "pd.DataFrame", cells: list[dict[str, Any]], *, metrics: tuple[str, ...],
                    primary: str, baseline: str, percent: tuple[str, ...] = ()) -> "pd.DataFrame":
     """One row per cell (grid order) from per-run rows (columns ``variant``, ``seed`` and the metrics).

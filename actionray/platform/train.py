@@ -103,10 +103,14 @@ def resume_point(cfg: ExperimentConfig, resume: bool | str | Path) -> ResumePoin
 
 
 def check_inputs(cfg: ExperimentConfig) -> None:
-    """Before Ray starts: the clip lists parse, their labels are in range and every worker gets a full batch."""
+    """Before Ray starts: the method's own ``check_inputs(cfg)`` if it has one; for clip data, the lists parse,
+    their labels are in range and every worker gets a full batch."""
     from actionray.platform.data.annotations import validate_lists
     from actionray.platform.data.source import ClipSource
 
+    own_check = getattr(cfg.recipe, "check_inputs", None)
+    if own_check is not None:
+        own_check(cfg)  # the method's own inputs (feature sets, an initial checkpoint ...)
     if not isinstance(cfg.recipe.data(cfg), ClipSource):
         return  # a method with its own data source reads its own inputs
     data = cfg.data

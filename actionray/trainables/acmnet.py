@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from actionray.platform.config import ExperimentConfig, MethodConfig, Section
+from actionray.platform.config import ConfigError, ExperimentConfig, MethodConfig, Section
 from actionray.platform.method import Batch, Evaluation, MetricSpec, StepOutput
 
 __all__ = ["SynthFeaturesConfig", "WTALConfig", "ACMNetConfig", "WTALMethod", "ACMNetMethod", "THRESHOLD_NAMES",
@@ -139,6 +139,13 @@ class WTALMethod:
     def prepare_inputs(self, cfg: ExperimentConfig) -> None:
         """The generated feature set of the demo configs (``prepare_features``)."""
         prepare_features(cfg)
+
+    def check_inputs(self, cfg: ExperimentConfig) -> None:
+        """Before Ray starts: ``method.feature_root`` holds a feature set (its gt.json)."""
+        root = cfg.method.feature_root
+        if "://" not in str(root) and not (Path(root) / "gt.json").is_file():
+            raise ConfigError(f"method.feature_root: {root}: no gt.json there (a feature set in the ACM-Net release "
+                              f"layout: features/, gt.json, split lists; `actionray data synth-features` writes one)")
 
     # -- what the method reports ------------------------------------------------------------------------------
     def loss_terms(self, cfg: ExperimentConfig) -> tuple[str, ...]:

@@ -65,6 +65,22 @@ def load_init_checkpoint(model: torch.nn.Module, path: str, layout: str = "auto"
 class FTCLMethod(WTALMethod):
     """ACM-Net on FTCL pairs with the FSD and LCS contrastive terms."""
 
+    def check_inputs(self, cfg: ExperimentConfig) -> None:
+        """Before Ray starts: the feature set, and an ``init_checkpoint`` that is a checkpoint folder or file."""
+        super().check_inputs(cfg)
+        path = cfg.method.init_checkpoint
+        if path is None or "://" in path:
+            return
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"method.init_checkpoint: {path}: no such file or folder")
+        if p.is_dir() and not (p / "state.pt").is_file():
+            raise ConfigError(f"method.init_checkpoint: {path}: a folder without state.pt (pass a checkpoint_* "
+                              f"folder of the ACM-Net run, not the run folder)")
+        if p.suffix == ".json":
+            raise ConfigError(f"method.init_checkpoint: {path}: a JSON file, not a checkpoint (pass a checkpoint_* "
+                              f"folder of the ACM-Net run)")
+
     def loss_terms(self, cfg: ExperimentConfig) -> tuple[str, ...]:
         return ("acm", "lcs", "fsd")
 
