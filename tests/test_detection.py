@@ -22,9 +22,8 @@ def main(argv: list[str]) -> int:
     return int(args.handler(args))
 
 
-# The real THUMOS14 gt.json, when a checkout has it next to the repository (or where the variable says).
-REAL_GT = Path(os.environ.get("ACTIONRAY_THUMOS14_GT",
-                              Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14" / "gt.json"))
+# The real THUMOS14 gt.json (tests/data/thumos14, or where ACTIONRAY_THUMOS14_GT says).
+REAL_GT = Path(os.environ.get("ACTIONRAY_THUMOS14_GT", Path(__file__).resolve().parent / "data" / "thumos14" / "gt.json"))
 
 
 def _gt() -> dict:

@@ -14,9 +14,8 @@ from actionray.platform.detection import evaluate_detection
 from actionray.trainables.wtal_inference import (ATTENTION_THRESHOLDS, CAS_THRESHOLDS, nms, oic_proposals, upsample,
                                                  video_proposals)
 
-# The real THUMOS14 gt.json, when a checkout has it next to the repository (or where the variable says).
-REAL_GT = Path(os.environ.get("ACTIONRAY_THUMOS14_GT",
-                              Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14" / "gt.json"))
+# The real THUMOS14 gt.json (tests/data/thumos14, or where ACTIONRAY_THUMOS14_GT says).
+REAL_GT = Path(os.environ.get("ACTIONRAY_THUMOS14_GT", Path(__file__).resolve().parent / "data" / "thumos14" / "gt.json"))
 NAMES = ["A", "B", "C"]
 
 

@@ -336,11 +336,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 _update_best(run, metrics, cfg, done)
                 run.history.append(dict(metrics))
                 print(progress_line(done, cfg.train.epochs, metrics, spec), flush=True)
-                tracker.log_metrics(metrics, step=done)
                 saved = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": done, "history": run.history,
                          "best": run.best, "rng": rng_state(), "config": cfg.to_dict()}
             _report(metrics, saved)
+            if rank == 0:
+                # After the checkpoint is in storage: an interrupt before it leaves no MLflow value of an epoch
+                # that --resume trains again (each epoch once in MLflow).
+                tracker.log_metrics(metrics, step=done)
             for hook in config.get("worker_hooks") or ():
                 if hasattr(hook, "after_epoch"):
                     hook.after_epoch(done, rank)
