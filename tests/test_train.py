@@ -64,9 +64,6 @@ class RecordStartState:
         recording.__wrapped__ = build
         loop._build_training = recording
 
-    def after_epoch(self, epoch: int, rank: int) -> None:
-        pass
-
     def records(self, epoch: int) -> list[dict]:
         """The states recorded by workers that resumed after ``epoch``."""
         import torch

@@ -23,6 +23,7 @@ under DDP one worker skipping would desynchronise the gradient all-reduce. A run
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 import random
 from functools import lru_cache
 from pathlib import Path
@@ -127,7 +128,7 @@ def touch_outputs(out) -> torch.Tensor:
     return 0.0 * (out.fsd_act.sum() + out.fsd_bak.sum() + out.lcs_candidates.sum())
 
 
-class WTALMethod:
+class WTALMethod(ABC):
     """The shared contract of the two stages; a subclass supplies ``loss_terms`` and ``train_step``."""
 
     find_unused_parameters = False  # every parameter gets a gradient (``touch_outputs``)
@@ -148,8 +149,9 @@ class WTALMethod:
                               f"layout: features/, gt.json, split lists; `actionray data synth-features` writes one)")
 
     # -- what the method reports ------------------------------------------------------------------------------
+    @abstractmethod
     def loss_terms(self, cfg: ExperimentConfig) -> tuple[str, ...]:
-        raise NotImplementedError
+        """Defined by ACM-Net and FTCL."""
 
     def metrics(self, cfg: ExperimentConfig) -> MetricSpec:
         """val_map_avg (mAP averaged over tIoU 0.1-0.7, max) selects checkpoints; mAP per tIoU 0.1 .. 0.9."""
@@ -178,8 +180,9 @@ class WTALMethod:
 
         return FeatureSource(cfg)
 
+    @abstractmethod
     def uses_fsd(self, cfg: ExperimentConfig) -> bool:
-        raise NotImplementedError
+        """Defined by ACM-Net and FTCL."""
 
     def param_groups(self, model: torch.nn.Module, cfg: ExperimentConfig) -> list[dict[str, Any]]:
         """One group (the reference's Adam over all parameters); when no FSD term is trained, ``feature_trans``
@@ -196,8 +199,9 @@ class WTALMethod:
         m = cfg.method
         return {"guide": m.guide_weight, "feat": m.feat_weight, "sparse": m.sparse_weight}
 
+    @abstractmethod
     def train_step(self, model: torch.nn.Module, batch: Batch, cfg: ExperimentConfig) -> StepOutput:
-        raise NotImplementedError
+        """Defined by ACM-Net and FTCL."""
 
     # -- validation and test ------------------------------------------------------------------------------------
     @torch.no_grad()
