@@ -8,9 +8,18 @@ decord decode, train transforms) on the same generated videos and end in the sam
   (c) ``torch.utils.data.DataLoader`` with ``--workers`` worker processes.
 
 The methods run one after another, each for ``--passes`` passes; the first pass (worker start-up, imports) is
-reported apart from the rate over the steady passes (all but the first and the last) together. Example:
+reported apart from the rate over the steady passes (all but the first and the last) together. The last lines
+give the CPU milliseconds per clip of each method (all its processes) and b/a, b/c against the target 1.05.
+Example, and the standard setting of docs/performance.md (8 x 224 clips from 340x256 videos; TSN sampling by
+default, TDN sampling with --frames-per-segment 5, decoder-side resize with --short-side 256; the four
+combinations share one --data-dir, which must hold videos of --size x --frames):
 
   python benchmarks/data_throughput.py --videos 64 --workers 2 --size 320x240 --frames 96 --segments 8
+  python benchmarks/data_throughput.py --videos 96 --frames 64 --size 340x256 --workers 2 --passes 8 \
+      --decode-batch-size 4 --data-dir /tmp/bench_340x256x64_96 [--frames-per-segment 5] [--short-side 256]
+
+On 340x256 videos --short-side 256 keeps the decoded size (it measures the resize path, not a smaller
+decode); only larger sources decode smaller with it.
 """
 
 from __future__ import annotations
@@ -248,6 +257,19 @@ def wait_until_quiet(timeout: float, window: float = 1.0, threshold: float = 0.1
     return time.perf_counter() - start
 
 
+def check_stored_videos(records, size: tuple[int, int], frames: int, data_dir: Path) -> None:
+    """Stop when the videos are not the ``--size`` x ``--frames`` the run reports: an existing ``--data-dir`` is
+    reused as it is, and one generated with other settings would be measured under the wrong label."""
+    import av
+
+    with av.open(str(records[0].path)) as container:
+        stored = (container.streams.video[0].codec_context.width, container.streams.video[0].codec_context.height)
+    lengths = sorted({r.num_frames for r in records})
+    if stored != size or lengths != [frames]:
+        raise SystemExit(f"{data_dir} holds {stored[0]}x{stored[1]} videos of {lengths} frames, not "
+                         f"{size[0]}x{size[1]}x{frames}: use another --data-dir or matching --size/--frames")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Generate the videos, time (a), (b), (c) and print clips/s with the ratios b/a and b/c."""
     from actionray.synthetic.videos import generate_dataset
@@ -260,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         generate_dataset(data_dir, videos_per_class=max(2, math.ceil(args.videos / 8)), frames=args.frames,
                          size=(width, height), seed=0, format="mp4")
     records = (read_list(data_dir / "train.txt") + read_list(data_dir / "val.txt"))[: args.videos]  # all videos
+    check_stored_videos(records, (width, height), args.frames, data_dir)
     num_classes = 1 + max(r.label for r in records)
     list_file = data_dir / f"bench_{len(records)}.txt"
     list_file.write_text("".join(f"{r.path} {r.num_frames} {r.label}\n" for r in records))
@@ -312,6 +335,25 @@ def main(argv: list[str] | None = None) -> None:
         whole = {key: rates([p for passes in results[key] for p in passes])[0] for key in "bc"}
         print(f"whole runs, first passes included: b {whole['b']:.1f}, c {whole['c']:.1f} clips/s, "
               f"b/c = {whole['b'] / whole['c']:.2f} wall")
+    print_cpu_ms_summary(results, per_cpu)
+
+
+def print_cpu_ms_summary(results: dict[str, list[list[Pass]]], per_cpu: dict[str, float],
+                         target: float = 1.05) -> None:
+    """CPU milliseconds per clip (all processes: workers, consumer, Ray's own) of each method, steady passes
+    and whole runs, and the ratios b/a and b/c against ``target`` (lower is better: b may spend at most
+    ``target`` times the CPU per clip of a and of c)."""
+    steady_ms = {key: 1000 / per_cpu[key] for key in per_cpu}
+    whole_ms = {key: 1000 / rates([p for passes in rounds for p in passes])[1] for key, rounds in results.items()}
+    keys = [k for k in "abc" if k in steady_ms]
+    print("CPU ms per clip, all processes: steady " + ", ".join(f"{k} {steady_ms[k]:.1f}" for k in keys)
+          + "; whole run " + ", ".join(f"{k} {whole_ms[k]:.1f}" for k in keys))
+    for other in "ac":
+        if "b" in steady_ms and other in steady_ms:
+            ratio, whole_ratio = steady_ms["b"] / steady_ms[other], whole_ms["b"] / whole_ms[other]
+            print(f"CPU ms per clip b/{other} = {ratio:.3f} steady ({'met' if ratio <= target else 'NOT met'}: "
+                  f"target <= {target:.2f}), {whole_ratio:.3f} whole run")
+
 
 if __name__ == "__main__":
     sys.exit(main())

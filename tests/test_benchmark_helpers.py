@@ -44,3 +44,18 @@ def test_process_cpu_counts_this_process_as_consumer_and_its_children(bench):
         assert roles[os.getpid()][0] == "consumer"
     finally:
         child.communicate()
+
+
+def test_cpu_ms_summary_compares_b_with_a_and_c_against_the_target(bench, capsys):
+    # steady = passes 1..2 of 4; (b) 1.0 CPU-s per 10 clips = 100 ms, (a) 96 ms, (c) 90 ms per clip
+    a = [_pass(10, 1.0, consumer=0.96)] * 4
+    b = [_pass(10, 1.0, workers=3.0, consumer=1.0)] + [_pass(10, 1.0, workers=0.9, consumer=0.1)] * 3
+    c = [_pass(10, 1.0, workers=0.8, consumer=0.1)] * 4
+    results = {"a": [a], "b": [b], "c": [c]}
+    per_cpu = {key: bench.rates(bench.steady(passes))[1] for key, (passes,) in results.items()}
+    bench.print_cpu_ms_summary(results, per_cpu)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("CPU ms per clip, all processes: steady a 96.0, b 100.0, c 90.0; "
+                        "whole run a 96.0, b 175.0, c 90.0")
+    assert lines[1].startswith("CPU ms per clip b/a = 1.042 steady (met: target <= 1.05), 1.823 whole run")
+    assert lines[2].startswith("CPU ms per clip b/c = 1.111 steady (NOT met: target <= 1.05), 1.944 whole run")
