@@ -7,7 +7,7 @@ bash scripts/setup.sh --test
 # Tests start (and stop) their own local Ray instances; never attach to a cluster address lying around.
 unset RAY_ADDRESS RAY_API_SERVER_ADDRESS
 set +e
-python -m pytest -q -p no:cacheprovider --timeout=900 "$@"
+python -m pytest -q -p no:cacheprovider --timeout=900 --durations=30 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -32,9 +33,21 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+# The clusters' own token: `ray start` in token mode refuses to run without one and, unlike ray.init(), does not
+# create ~/.ray/auth_token; a fresh machine has none.
+TOKEN = secrets.token_hex(32)
+
+
+# The GCS declares a node dead after missing this many health checks of this period: about 3 s instead of Ray's
+# default of about 30, so that tests which kill a node do not wait for Ray to notice (on a real cluster the
+# default holds; a preempted node is only noticed later, which changes the timing, not the outcome).
+FAST_NODE_DEATH = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
+
+
 def client_env() -> dict[str, str]:
-    """CLI clients of a token-auth cluster need RAY_AUTH_MODE=token; never attach to a RAY_ADDRESS lying around."""
-    env = dict(os.environ, RAY_AUTH_MODE="token")
+    """Nodes and CLI clients of these token-auth clusters: RAY_AUTH_MODE=token with this session's token; never
+    attach to a RAY_ADDRESS lying around."""
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN)
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -90,7 +103,8 @@ class LocalCluster:
         resources = resources or {}
         command = [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
                    "--include-dashboard=true", f"--num-cpus={num_cpus}", f"--temp-dir={self.temp}",
-                   f"--ray-client-server-port={client}", f"--resources={json.dumps(resources)}", *_node_ports()]
+                   f"--ray-client-server-port={client}", f"--resources={json.dumps(resources)}",
+                   f"--system-config={json.dumps(FAST_NODE_DEATH)}", *_node_ports()]
         head = self._spawn(command, "head", resources)
         self.gcs, self.address = f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}"
         deadline = time.time() + timeout

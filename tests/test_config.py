@@ -142,3 +142,30 @@ def test_the_decode_pool_follows_the_cluster_unless_pinned():
         build_config(TSN, ["data.decode_tasks=0"])
     with pytest.raises(ConfigError, match=r"data\.decode_tasks"):
         build_config(TSN, ["data.decode_tasks=many"])
+
+
+def test_num_workers_min_max_makes_an_elastic_group_and_a_number_a_fixed_one():
+    elastic = build_config({**TSN, "scaling": {"num_workers": [1, 4]}}).scaling
+    assert (elastic.min_workers, elastic.num_workers, elastic.elastic, elastic.fewest_workers) == (1, 4, True, 1)
+    fixed = build_config({**TSN, "scaling": {"num_workers": 4}}).scaling
+    assert (fixed.min_workers, fixed.elastic, fixed.fewest_workers) == (None, False, 4)
+    assert not build_config({**TSN, "scaling": {"num_workers": [2, 2]}}).scaling.elastic
+    # the stored form reloads to the same group
+    again = build_config(build_config({**TSN, "scaling": {"num_workers": [1, 4]}}).to_dict()).scaling
+    assert (again.min_workers, again.num_workers) == (1, 4)
+
+
+@pytest.mark.parametrize("value, wanted", [([3, 2], "min <= max"), ([0, 2], "min >= 1"), ([1, 2, 3], "[min, max]"),
+                                           ([1.5, 2], "[min, max]")])
+def test_a_bad_worker_range_names_the_key(value, wanted):
+    with pytest.raises(ConfigError, match=r"scaling") as error:
+        build_config({**TSN, "scaling": {"num_workers": value}})
+    assert "num_workers" in str(error.value) and wanted in str(error.value)
+
+
+def test_dclr_queue_must_suit_every_size_of_an_elastic_group():
+    tree = {"method": {"name": "dclr", "queue_size": 64}, "data": {"batch_size": 8}}
+    build_config({**tree, "scaling": {"num_workers": [1, 2]}})  # 64 = 8 x 8 = 16 x 4
+    with pytest.raises(ConfigError, match=r"method.queue_size=48") as error:
+        build_config({**tree, "scaling": {"num_workers": [1, 3]}})  # 24 does not divide 64
+    assert "an elastic group may have 3" in str(error.value)

@@ -1,12 +1,19 @@
-"""Decoding scales out: on a real multi-node Ray cluster (separate raylets on this machine) a `ray job submit` of
-`actionray train` keeps its training worker on the "GPU" node and decodes on the CPU decode node only, and the
-run's own records show each epoch whole (docs/cluster.md)."""
+"""Decoding scales out and training survives lost nodes, on a real multi-node Ray cluster (separate raylets on this
+machine), through `ray job submit` of `actionray train` (docs/cluster.md, docs/training.md):
+
+- the training worker stays on the "GPU" node and decoding runs on the CPU decode node only;
+- an elastic run (`scaling.num_workers: [1, 2]`) loses the node of one of its two workers mid-run and finishes
+  with one, every epoch whole;
+- a decode node killed mid-run: decoding goes on on the other decode node, every epoch whole.
+
+The run's own records (the pipeline monitor's data/decoded_train.json, MLflow) are the evidence."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -27,8 +34,9 @@ def cluster():
         local.stop()
 
 
-def submit(cluster: LocalCluster, tree: dict, folder, uri: str) -> str:
+def submit(cluster: LocalCluster, tree: dict, folder, uri: str, *, during=None) -> str:
     """`ray job submit` of `actionray train` on ``tree``; returns the job's logs (fails the test if the job did).
+    ``during``: called while the job runs, with the storage folder of its checkpoints (e.g. to kill a node).
 
     No ``--working-dir``: every path is absolute, and the nodes of this one-machine cluster share one session
     folder, so a node that drops its copy of an uploaded working dir would delete the driver's (on a real
@@ -36,32 +44,78 @@ def submit(cluster: LocalCluster, tree: dict, folder, uri: str) -> str:
     folder.mkdir()
     (folder / "run.yaml").write_text(yaml.safe_dump(tree))
     submission = f"actionray-multinode-{int(time.time() * 1000)}"
-    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": uri}}
-    done = cluster.ray("job", "submit", "--submission-id", submission,
-                       "--runtime-env-json", json.dumps(runtime_env), "--",
-                       sys.executable, "-m", "actionray", "train", str(folder / "run.yaml"), timeout=900)
+    # A restarted group waits at most 20 s (Ray's default 60) for workers that cannot start: after a node is
+    # lost, Train may first ask for the old size while the cluster still lists that node.
+    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": uri, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "20"}}
+    started = cluster.ray("job", "submit", "--no-wait", "--submission-id", submission,
+                          "--runtime-env-json", json.dumps(runtime_env), "--",
+                          sys.executable, "-m", "actionray", "train", str(folder / "run.yaml"))
+    assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+    if during is not None:
+        during(Path(tree["train"]["storage_path"]))
+    status = wait_for_job(cluster, submission, timeout=900)
     logs = cluster.ray("job", "logs", submission).stdout
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert status == "SUCCEEDED", logs[-6000:]
     return logs
+
+
+def wait_for_job(cluster: LocalCluster, submission: str, timeout: float) -> str:
+    """The job's final status (SUCCEEDED, FAILED, STOPPED) once it has one."""
+    endings = {f"Job '{submission}' succeeded": "SUCCEEDED", f"Job '{submission}' failed": "FAILED",
+               f"Job '{submission}' was stopped": "STOPPED"}  # `ray job status` (ray/dashboard/modules/job/cli.py)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        listed = cluster.ray("job", "status", submission)
+        for text, status in endings.items():
+            if text in listed.stdout + listed.stderr:
+                return status
+        time.sleep(3)
+    raise AssertionError(f"job {submission} did not end within {timeout:.0f} s")
+
+
+def kill_after_first_checkpoint(cluster: LocalCluster, node, timeout: float = 600):
+    """A ``during`` callback: once the run has a complete checkpoint (epoch 1 in storage), kill ``node``."""
+
+    def during(storage: Path) -> None:
+        deadline = time.time() + timeout
+        while not any(storage.rglob("checkpoint_*/state.pt")):
+            assert time.time() < deadline, f"no checkpoint under {storage} within {timeout:.0f} s"
+            time.sleep(0.3)
+        cluster.kill(node)
+
+    return during
+
+
+def decoded_epochs(client, run_id: str, folder) -> dict[str, dict]:
+    """The run's data/decoded_train.json: per epoch, list entries decoded, rows per node."""
+    return json.loads(open(client.download_artifacts(run_id, "data/decoded_train.json", str(folder))).read())
+
+
+def the_run(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("actionray").experiment_id])
+    return client, run
+
+
+def multinode_tree(synth_videos, tmp_path, **sections) -> dict:
+    tree = tiny_config(synth_videos, tmp_path, **sections).to_dict()
+    tree["tracking"]["uri"] = None  # from MLFLOW_TRACKING_URI in the job's runtime env
+    return tree
 
 
 @pytest.mark.slow
 def test_decode_runs_on_the_cpu_decode_node_and_every_epoch_is_whole(cluster, synth_videos, tmp_path):
-    from mlflow.tracking import MlflowClient
-
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = tiny_config(synth_videos, tmp_path, data={"decode_tasks": "auto", "decode_nodes": "cpu_only"},
-                      train={"epochs": 2}, scaling={"worker_resources": {"trainer": 1}})
-    tree = cfg.to_dict()
-    tree["tracking"]["uri"] = None  # from MLFLOW_TRACKING_URI in the job's runtime env
+    tree = multinode_tree(synth_videos, tmp_path, data={"decode_tasks": "auto", "decode_nodes": "cpu_only"},
+                          train={"epochs": 2}, scaling={"worker_resources": {"trainer": 1}})
     logs = submit(cluster, tree, tmp_path / "job", uri)
     assert "[actionray] epoch 2/2" in logs
 
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("actionray").experiment_id])
+    client, run = the_run(uri)
     assert run.info.status == "FINISHED"
-    decoded = json.loads(open(client.download_artifacts(run.info.run_id, "data/decoded_train.json",
-                                                        str(tmp_path))).read())
+    decoded = decoded_epochs(client, run.info.run_id, tmp_path)
     (decode_node,) = cluster.node_id_with("actionray_decode")
     (gpu_node,) = cluster.node_id_with("trainer")
     rows = len(synth_videos.train_list.read_text().splitlines())
@@ -70,4 +124,60 @@ def test_decode_runs_on_the_cpu_decode_node_and_every_epoch_is_whole(cluster, sy
         # every list entry decoded exactly once per epoch, and all of it on the decode node
         assert epoch["decoded"] == epoch["num_rows"] == rows and epoch["repeated"] == 0
         assert epoch["nodes"] == {decode_node: rows} and gpu_node not in epoch["nodes"]
+    assert run.data.metrics["skipped_train"] == 0
+
+
+@pytest.mark.slow
+def test_an_elastic_run_loses_a_training_node_and_finishes_with_fewer_workers(cluster, synth_videos, tmp_path):
+    """Two "GPU" nodes hold one worker each; the second is killed (raylet and all) after epoch 1's checkpoint.
+    The group restarts with the one worker left, from that checkpoint, with the same per-worker batch and
+    lr x 1/2 (docs/training.md, "Elastic training"), and every epoch is whole."""
+    spare = cluster.add_node(num_cpus=1, resources={"trainer": 1})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    epochs = 3
+    tree = multinode_tree(synth_videos, tmp_path, data={"decode_nodes": "cpu_only"}, train={"epochs": epochs},
+                          scaling={"num_workers": [1, 2], "worker_resources": {"trainer": 1}, "max_failures": 2,
+                                   "resize_interval_s": 3600})
+    logs = submit(cluster, tree, tmp_path / "job", uri, during=kill_after_first_checkpoint(cluster, spare))
+    assert f"[actionray] epoch {epochs}/{epochs}" in logs
+    assert "elastic: training with 1 of 2 workers" in logs
+
+    client, run = the_run(uri)
+    assert run.info.status == "FINISHED"
+    sizes = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "world_size")}
+    # Epoch 1 on two workers, the last on one; each epoch logged once, none missing.
+    assert sorted(sizes) == list(range(1, epochs + 1)) and sizes[1] == 2 and sizes[epochs] == 1
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train_loss"))
+    assert steps == list(range(1, epochs + 1))
+    rows = len(synth_videos.train_list.read_text().splitlines())
+    decoded = decoded_epochs(client, run.info.run_id, tmp_path)
+    assert sorted(decoded, key=int) == [str(e) for e in range(1, epochs + 1)]
+    for epoch in decoded.values():
+        assert epoch["decoded"] == rows  # every list entry reached the workers in every epoch
+    # The learning rate followed the world size: lr x 2/2 on two workers, x 1/2 on one (constant schedule).
+    lrs = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "lr")}
+    assert lrs[1] == pytest.approx(0.01) and lrs[epochs] == pytest.approx(0.005)
+
+
+@pytest.mark.slow
+def test_a_decode_node_killed_mid_run_leaves_decoding_to_the_other_and_no_epoch_short(cluster, synth_videos,
+                                                                                     tmp_path):
+    doomed = cluster.add_node(num_cpus=2, resources={"actionray_decode": 1})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    epochs = 4
+    tree = multinode_tree(synth_videos, tmp_path, data={"decode_tasks": "auto", "decode_nodes": "cpu_only"},
+                          train={"epochs": epochs},
+                          scaling={"worker_resources": {"trainer": 1}, "max_failures": 2})
+    logs = submit(cluster, tree, tmp_path / "job", uri, during=kill_after_first_checkpoint(cluster, doomed))
+    assert f"[actionray] epoch {epochs}/{epochs}" in logs
+
+    client, run = the_run(uri)
+    assert run.info.status == "FINISHED"
+    rows = len(synth_videos.train_list.read_text().splitlines())
+    decoded = decoded_epochs(client, run.info.run_id, tmp_path)
+    (survivor,) = cluster.node_id_with("actionray_decode")
+    assert sorted(decoded, key=int) == [str(e) for e in range(1, epochs + 1)]
+    for epoch in decoded.values():
+        assert epoch["decoded"] == rows
+    assert decoded[str(epochs)]["nodes"] == {survivor: rows}  # after the kill only the survivor decodes
     assert run.data.metrics["skipped_train"] == 0

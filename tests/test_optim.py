@@ -106,3 +106,17 @@ def test_gradient_clipping_bounds_total_norm():
     assert before == pytest.approx(math.sqrt(27 + 64))
     total = torch.linalg.vector_norm(torch.cat([p.grad for p in params]))
     assert float(total) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_a_scheduler_placed_at_a_step_matches_one_stepped_there():
+    """An elastic run resuming at another world size rebuilds its schedule at completed epochs x new steps."""
+    cfg = cfg_with(name="step", milestones=[2, 4], warmup_epochs=1, warmup_start_factor=0.01)
+    stepped = lrs_over(cfg, iters_per_epoch=5, steps=18)
+    for start in (0, 3, 5, 12, 17):
+        model = torch.nn.Linear(2, 2)
+        opt = build_optimizer([{"params": list(model.parameters())}], cfg)
+        for group in opt.param_groups:
+            group["initial_lr"] = group["lr"]
+        sched = build_scheduler(opt, cfg, 5, start_step=start)
+        assert sched.last_epoch == start
+        assert opt.param_groups[0]["lr"] == pytest.approx(stepped[start][0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -105,12 +106,29 @@ def two_worker_run(ray_local, synth_videos, tmp_path_factory):
 
     workdir = tmp_path_factory.mktemp("two_worker")
     cfg = tiny_config(synth_videos, workdir, train={"run_name": "tiny-run"}, scaling={"num_workers": 2})
-    return cfg, workdir, fit(cfg)
+    terminal = Terminal()
+    return cfg, workdir, fit(cfg, progress_stream=terminal), terminal
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal (what a console user's stderr is)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.slow
+def test_a_terminal_gets_a_live_progress_bar_fed_by_rank_0(two_worker_run):
+    *_, terminal = two_worker_run
+    shown = terminal.getvalue()
+    # 24 clips / 2 workers / batch 4 = 3 steps per epoch; the bar is redrawn in place and erased at the end
+    assert "\r[actionray] epoch 1/1 |" in shown and "| step 3/3" in shown
+    assert shown.endswith("\r") and "\n" not in shown
 
 
 @pytest.mark.slow
 def test_two_worker_fit_runs_ddp_and_reports_every_contract_metric(two_worker_run):
-    _, _, summary = two_worker_run
+    _, _, summary, _ = two_worker_run
     assert summary["world_size"] == 2
     final = summary["final"]
     for key in ("epoch", "train_loss", "train_top1", "lr", "clips_per_s", "data_wait_frac", "val_top1", "val_top5",
@@ -125,7 +143,7 @@ def test_two_worker_fit_runs_ddp_and_reports_every_contract_metric(two_worker_ru
 def test_fit_keeps_a_loadable_best_checkpoint(two_worker_run):
     from actionray.platform.checkpoint import load_state
 
-    cfg, _, summary = two_worker_run
+    cfg, _, summary, _ = two_worker_run
     state = load_state(summary["best_checkpoint"])
     assert state["epoch"] == 1 and state["config"]["name"] == cfg.name
     assert {"model", "optimizer", "scheduler", "rng"} <= set(state)
@@ -135,7 +153,7 @@ def test_fit_keeps_a_loadable_best_checkpoint(two_worker_run):
 def test_fit_logs_one_mlflow_run_with_params_metrics_and_artifacts(two_worker_run):
     from mlflow.tracking import MlflowClient
 
-    cfg, _, summary = two_worker_run
+    cfg, _, summary, _ = two_worker_run
     client = MlflowClient(cfg.tracking.uri)
     runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
     assert [r.info.run_id for r in runs] == [summary["mlflow_run_id"]]
@@ -155,7 +173,7 @@ def test_fit_logs_one_mlflow_run_with_params_metrics_and_artifacts(two_worker_ru
 def test_fresh_run_refuses_to_reuse_an_existing_run_name(two_worker_run):
     from actionray.platform.train import fit
 
-    cfg, _, _ = two_worker_run
+    cfg, _, _, _ = two_worker_run
     with pytest.raises(ConfigError, match="already exists.*--resume"):
         fit(cfg)
 
@@ -170,7 +188,7 @@ def test_resume_continues_at_the_next_epoch_in_the_same_mlflow_run(two_worker_ru
 
     from actionray.platform.checkpoint import load_state
 
-    cfg, workdir, first = two_worker_run
+    cfg, workdir, first, _ = two_worker_run
     checkpoint = load_state(first["latest_checkpoint"])
     assert checkpoint["epoch"] == 1
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/ modules
@@ -194,7 +212,7 @@ def test_resuming_a_finished_run_trains_nothing_and_reports_its_final_metrics(tw
     """A Tune trial stopped after its last epoch is restarted on resume: it must still report a finished run."""
     from actionray.platform.train import fit
 
-    cfg, _, _ = two_worker_run
+    cfg, _, _, _ = two_worker_run
     cfg = build_config(cfg.to_dict(), ["train.epochs=2", "scaling.num_workers=1"])
     fit(cfg, resume=True)  # finishes epoch 2 unless the test above already did
     again = fit(cfg, resume=True)

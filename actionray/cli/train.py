@@ -169,11 +169,16 @@ def _runs_page_hint(uri: str, base: str, experiment: str = "actionray") -> str:
         found = MlflowClient(uri).get_experiment_by_name(experiment)
     except Exception:  # noqa: BLE001 -- an empty or new store: the hint is still useful without the id
         found = None
-    page = f"{base}/#/experiments/{found.experiment_id}" if found else f"{base} (no '{experiment}' runs yet)"
+    # MLflow 3 opens an experiment in its GenAI (traces) view unless the URL asks for the training-runs table
+    # (seen in a browser, docs/training.md "What the MLflow UI shows").
+    page = (f"{base}/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning" if found else
+            f"{base} (no '{experiment}' runs yet)")
     return (f"runs of experiment '{experiment}': {page}\n"
             "compare them: in the runs table open 'Columns' and tick the metrics val_top1 (or the method's primary "
-            "metric: val_map_avg, val_loss), train_loss, lr and the parameter method.name; sweeps and ablations "
-            "are parent runs: expand them to see their trials")
+            "metric: val_map_avg, val_loss; fractions, not percent), test_top1 (evaluation runs), train_loss, the "
+            "parameter optim.lr and the tag method; untick Dataset, Source and Models to make room; evaluation runs "
+            "sit under the training run they score, sweeps and ablations are parent runs: expand them ([+]) to see "
+            "their trials")
 
 
 def _port_in_use(host: str, port: int) -> str | None:

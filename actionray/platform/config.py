@@ -148,7 +148,16 @@ class TrainConfig(Section):
 
 
 class ScalingConfig(Section):
-    num_workers: int = Field(1, ge=1)
+    """Train workers. ``num_workers: N`` is a fixed group; ``num_workers: [min, max]`` is an elastic one (Ray
+    Train V2's elastic scaling policy): it starts with as many workers as the cluster fits (at least ``min``),
+    keeps training with fewer when a worker's node goes away and grows back to ``max`` when nodes return, each
+    time restarting from the newest checkpoint. Stored as ``num_workers = max`` and ``min_workers = min``."""
+
+    num_workers: int = Field(1, ge=1)  # the full size; elastic: the maximum
+    min_workers: int | None = Field(None, ge=1)  # elastic only: the fewest workers the run continues with
+    # Elastic only: seconds between checks whether a running group can grow (Ray's
+    # ScalingConfig.elastic_resize_monitor_interval_s); a grown group restarts from the newest checkpoint.
+    resize_interval_s: float = Field(60.0, ge=0.0)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
     gpus_per_worker: float = Field(1.0, ge=0.0)
@@ -160,6 +169,37 @@ class ScalingConfig(Section):
     # Extra Ray resources per training worker, e.g. {"accelerator_type:H100": 0.001} or a custom resource that
     # cluster.yaml gives the nodes meant for training.
     worker_resources: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _elastic_range(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or not isinstance(value.get("num_workers"), (list, tuple)):
+            return value
+        pair = value["num_workers"]
+        if len(pair) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) for n in pair):
+            raise ValueError(f"num_workers: a number or a list [min, max] of two whole numbers, got {list(pair)}")
+        if pair[0] < 1:
+            raise ValueError(f"num_workers: [min, max] needs min >= 1, got {list(pair)}")
+        if value.get("min_workers") not in (None, pair[0]):
+            raise ValueError("num_workers: [min, max] already sets min_workers; give one of them")
+        return {**value, "num_workers": pair[1], "min_workers": pair[0]}
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> "ScalingConfig":
+        if self.min_workers is not None and self.min_workers > self.num_workers:
+            raise ValueError(f"num_workers: [min, max] needs min <= max, got [{self.min_workers}, "
+                             f"{self.num_workers}]")
+        return self
+
+    @property
+    def elastic(self) -> bool:
+        """True when the worker group may run with fewer than ``num_workers`` workers."""
+        return self.min_workers is not None and self.min_workers < self.num_workers
+
+    @property
+    def fewest_workers(self) -> int:
+        """The smallest group the run trains with: ``min_workers`` when elastic, else ``num_workers``."""
+        return self.min_workers if self.elastic else self.num_workers
 
     @field_validator("worker_resources")
     @classmethod

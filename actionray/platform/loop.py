@@ -199,27 +199,38 @@ def _setup_worker(cfg: ExperimentConfig):
     return rank, world, get_device()
 
 
-def _restore_checkpoint(resume_from: str | None = None) -> dict[str, Any] | None:
-    """The state to continue from: the checkpoint Ray Train hands this worker (a restart within this fit), or
-    the driver's ``resume_from`` folder (the newest complete one on disk) when that is newer, or None."""
+def _restore_checkpoint(resume_from: str | None = None, run_dir: str | None = None) -> dict[str, Any] | None:
+    """The state to continue from, the newest of: the checkpoint Ray Train hands this worker (a restart within
+    this fit), the driver's ``resume_from`` folder (the newest complete one when ``--resume`` started), and the
+    newest complete checkpoint in the run's local storage folder ``run_dir``; None for a fresh start.
+
+    Ray's own checkpoint comes from its controller, which registers a report asynchronously: a group that
+    fails right after an epoch's checkpoint reached storage (a lost node) would otherwise train that epoch again
+    and log it to MLflow twice. The folders are the truth (``newest_complete_checkpoint``)."""
     import ray.train
 
+    from actionray.platform.checkpoint import newest_complete_checkpoint
+
+    candidates = []
     checkpoint = ray.train.get_checkpoint()
-    state = None
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = load_state(folder)
+            candidates.append(load_state(folder))
     if resume_from is not None:
-        # Ray's own checkpoint comes from its snapshot, which can lag behind the folders (platform/train.py).
-        on_disk = load_state(resume_from)
-        if state is None or on_disk["epoch"] > state["epoch"]:
-            state = on_disk
-    return state
+        candidates.append(load_state(resume_from))
+    if run_dir is not None and (found := newest_complete_checkpoint(run_dir)) is not None:
+        candidates.append(found[1])
+    return max(candidates, key=lambda state: state["epoch"], default=None)
 
 
 def _build_training(cfg: ExperimentConfig, method: Method, state: dict[str, Any] | None, world: int,
                     steps_per_epoch: int, device: torch.device):
-    """Model (restored, DDP-wrapped), optimizer, per-step scheduler and fp16 scaler."""
+    """Model (restored, DDP-wrapped), optimizer, per-step scheduler and fp16 scaler.
+
+    Elastic runs (``scaling.num_workers: [min, max]``) keep the per-worker batch and scale every group's learning
+    rate linearly with the global batch, ``lr x world / max`` (Goyal et al. 2017, "Accurate, Large Minibatch SGD");
+    a fixed-size group has world = max and its configured lr. Resuming with another world size than the
+    checkpoint's places the schedule at ``completed epochs x steps_per_epoch(world)`` (docs/training.md)."""
     from ray.train.torch import prepare_model
 
     model = method.build_model(cfg)
@@ -230,11 +241,21 @@ def _build_training(cfg: ExperimentConfig, method: Method, state: dict[str, Any]
     kwargs = {"find_unused_parameters": True} if world > 1 and method.find_unused_parameters else None
     model = prepare_model(model, parallel_strategy_kwargs=kwargs)
     optimizer = build_optimizer(method.param_groups(_unwrap(model), cfg), cfg)
-    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    bases = [group["lr"] * world / cfg.scaling.num_workers for group in optimizer.param_groups]
+    for group, base in zip(optimizer.param_groups, bases):
+        group["lr"] = base
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and cfg.train.amp == "fp16" else None
-    if state is not None:
+    if state is None:
+        return model, optimizer, build_scheduler(optimizer, cfg, steps_per_epoch), scaler
+    if state.get("world_size", world) == world:
+        scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        return model, optimizer, scheduler, scaler
+    optimizer.load_state_dict(state["optimizer"])  # moments; its lrs belong to the old world size
+    for group, base in zip(optimizer.param_groups, bases):
+        group["initial_lr"] = base
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, start_step=state["epoch"] * steps_per_epoch)
     return model, optimizer, scheduler, scaler
 
 
@@ -309,10 +330,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     rank, world, device = _setup_worker(cfg)
     source = method.data(cfg)
     try:
-        state = _restore_checkpoint(config.get("resume_from"))
+        state = _restore_checkpoint(config.get("resume_from"), config.get("run_dir"))
         model, optimizer, scheduler, scaler = _build_training(cfg, method, state, world,
                                                               source.steps_per_epoch(world), device)
         run = _run_state(state, rank)
+        if rank == 0 and world != cfg.scaling.num_workers:
+            print(f"{PROGRESS_PREFIX} elastic: training with {world} of {cfg.scaling.num_workers} workers from epoch "
+                  f"{run.start_epoch + 1}, lr x {world}/{cfg.scaling.num_workers}, "
+                  f"{source.steps_per_epoch(world)} steps per epoch", flush=True)
         tracker = Tracker(config.get("tracking_uri"), config.get("mlflow_run_id")) if rank == 0 else None
         last_val: dict[str, float] = {}
         evaluation: Evaluation | None = None
@@ -331,6 +356,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             # the checkpoint score attribute exists in every report.
             metrics.update(last_val)
             metrics["epoch"] = done
+            if cfg.scaling.elastic:
+                metrics["world_size"] = world
             saved = None
             if rank == 0:
                 _update_best(run, metrics, cfg, done)
@@ -338,7 +365,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 print(progress_line(done, cfg.train.epochs, metrics, spec), flush=True)
                 saved = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": done, "history": run.history,
-                         "best": run.best, "rng": rng_state(), "config": cfg.to_dict()}
+                         "best": run.best, "rng": rng_state(), "config": cfg.to_dict(), "world_size": world}
             _report(metrics, saved)
             if rank == 0:
                 # After the checkpoint is in storage: an interrupt before it leaves no MLflow value of an epoch

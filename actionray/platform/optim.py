@@ -53,12 +53,17 @@ def lr_factor(iteration: int, cfg: ExperimentConfig, iters_per_epoch: int) -> fl
     return eta_ratio + (1.0 - eta_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig,
-                    iters_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A scheduler to ``step()`` after every optimizer step; its state_dict resumes mid-schedule."""
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig, iters_per_epoch: int,
+                    start_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """A scheduler to ``step()`` after every optimizer step; its state_dict resumes mid-schedule.
+
+    ``start_step`` > 0 places a new scheduler after that many steps (each group's ``initial_lr`` must be set):
+    an elastic run that resumes with another world size has another ``iters_per_epoch``, so its position is
+    recomputed from the completed epochs instead of loaded."""
     if iters_per_epoch < 1:
         raise ValueError(f"iters_per_epoch must be >= 1, got {iters_per_epoch}")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg, iters_per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg, iters_per_epoch),
+                                             last_epoch=start_step - 1)
 
 
 def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float | None) -> float:

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from actionray.platform.config import ConfigError, ExperimentConfig
 from actionray.platform.raysession import ensure_ray, set_quiet_env
@@ -126,11 +126,12 @@ def check_resources(cfg: ExperimentConfig) -> None:
 
     s = cfg.scaling
     have = ray.cluster_resources()
-    asks = [("CPU", s.num_workers * s.cpus_per_worker + cfg.data.decode_cpus_reserved,
+    workers = s.fewest_workers  # an elastic group starts with what fits, down to its minimum
+    asks = [("CPU", workers * s.cpus_per_worker + cfg.data.decode_cpus_reserved,
              "scaling.cpus_per_worker + data.decode_tasks (auto: 1)")]
     if s.use_gpu:
-        asks.append(("GPU", s.num_workers * s.gpus_per_worker, "scaling.gpus_per_worker"))
-    asks += [(kind, s.num_workers * amount, f"scaling.worker_resources.{kind}")
+        asks.append(("GPU", workers * s.gpus_per_worker, "scaling.gpus_per_worker"))
+    asks += [(kind, workers * amount, f"scaling.worker_resources.{kind}")
              for kind, amount in s.worker_resources.items()]
     if cfg.data.decode_nodes == "cpu_only":
         from actionray.platform.data.pipeline import DECODE_NODE_RESOURCE
@@ -139,7 +140,8 @@ def check_resources(cfg: ExperimentConfig) -> None:
     for kind, need, key in asks:
         if have.get(kind, 0.0) < need:
             extra = " or set scaling.use_gpu=false" if kind == "GPU" else ""
-            raise ConfigError(f"the run needs {need:g} {kind}(s) (scaling.num_workers={s.num_workers} x {key}) but "
+            count = f"{workers}, the elastic minimum" if s.elastic else f"{workers}"
+            raise ConfigError(f"the run needs {need:g} {kind}(s) (scaling.num_workers={count} x {key}) but "
                               f"the Ray cluster has {have.get(kind, 0.0):g}: lower them{extra}, or attach to a "
                               f"cluster that has them (RAY_ADDRESS)")
 
@@ -249,13 +251,14 @@ class _Signalled(BaseException):
         super().__init__(signal.Signals(signum).name)
 
 
-def _fit_interruptible(trainer) -> Any:
+def _fit_interruptible(trainer, on_tick: Callable[[], None] | None = None) -> Any:
     """``trainer.fit()`` with SIGINT and SIGTERM raising :class:`_Signalled` in the calling (main) thread.
 
     On the main thread Train V2's ``fit`` installs its own SIGINT handler, which aborts the controller and ends
     the process with status 1 (Ray repo, python/ray/train/v2/api/data_parallel_trainer.py,
     ``_register_sigint_handler``); off the main thread it does not (as under Tune). So ``fit`` runs in a helper
-    thread and the main thread keeps the signals. Called off the main thread this is a plain ``fit``.
+    thread and the main thread keeps the signals; it calls ``on_tick`` (the progress bar) twice a second. Called
+    off the main thread this is a plain ``fit``.
     """
     if threading.current_thread() is not threading.main_thread():
         return trainer.fit()
@@ -276,6 +279,8 @@ def _fit_interruptible(trainer) -> Any:
         thread.start()
         while thread.is_alive():
             thread.join(0.5)
+            if on_tick is not None and thread.is_alive():
+                on_tick()
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -342,14 +347,18 @@ def _trainer(cfg: ExperimentConfig, source, name: str, storage: str, tracker: Tr
         resources["GPU"] = s.gpus_per_worker
     loop_config = {"cfg": cfg, "run_name": name, "tracking_uri": cfg.tracking.uri,
                    "mlflow_run_id": tracker.run_id, "worker_hooks": list(worker_hooks),
-                   "resume_from": str(resume_from) if resume_from else None}
+                   "resume_from": str(resume_from) if resume_from else None,
+                   "run_dir": str(Path(storage) / name) if _is_local(storage) else None}
     metric, mode = cfg.checkpoint_metric
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         # backend=None: NCCL when the workers hold GPUs, gloo on CPU.
         torch_config=TorchConfig(backend=None),
-        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
+        # (min, max): Train V2's elastic policy (docs/training.md, "Elastic training").
+        scaling_config=ScalingConfig(num_workers=(s.min_workers, s.num_workers) if s.elastic else s.num_workers,
+                                     use_gpu=s.use_gpu, resources_per_worker=resources,
+                                     elastic_resize_monitor_interval_s=s.resize_interval_s),
         run_config=RunConfig(
             name=name, storage_path=storage, callbacks=[*callbacks, _no_retry_callback()],
             failure_config=FailureConfig(max_failures=s.max_failures),
@@ -370,11 +379,62 @@ def _best_effort(fn, *args) -> Any:
         return None
 
 
+class LiveOutput:
+    """The driver's console during a fit: worker lines without Ray's noise, and on a terminal a live progress bar
+    fed by rank 0 through a :class:`~actionray.platform.progress.ProgressBoard` actor (``platform/progress.py``)."""
+
+    def __init__(self, bar=None, board=None, hooks: Sequence[Any] = (), restore: Callable[[], None] = lambda: None):
+        self.bar, self.board, self.hooks, self._restore = bar, board, list(hooks), restore
+
+    @classmethod
+    def start(cls, cfg: ExperimentConfig, stream=None) -> "LiveOutput":
+        """Call after Ray is up, on the driver's main thread (``stream``: default stderr)."""
+        import uuid
+
+        import ray
+
+        from actionray.platform.data.monitor import NAMESPACE, on_this_node
+        from actionray.platform.progress import ProgressBoard, StepProgress, TerminalBar, filter_worker_lines
+
+        if threading.current_thread() is not threading.main_thread():
+            return cls()
+        source = cfg.recipe.data(cfg)
+        bar = TerminalBar(cfg.train.epochs, source.steps_per_epoch, stream)
+        if not bar.enabled:
+            return cls(restore=filter_worker_lines())
+        name = f"actionray_progress_{uuid.uuid4().hex[:12]}"
+        board = ray.remote(num_cpus=0)(ProgressBoard).options(name=name, namespace=NAMESPACE,
+                                                              scheduling_strategy=on_this_node()).remote()
+        return cls(bar, board, [StepProgress(name, NAMESPACE)], filter_worker_lines(bar))
+
+    def tick(self) -> None:
+        """Redraw the bar from the board (skipped when the board does not answer within a second)."""
+        if self.board is None:
+            return
+        import ray
+
+        try:
+            epoch, step, world = ray.get(self.board.read.remote(), timeout=1.0)
+        except Exception:  # noqa: BLE001 -- a slow answer only delays the bar
+            return
+        self.bar.update(epoch, step, world)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.clear()
+        self._restore()
+        if self.board is not None:
+            import ray
+
+            ray.kill(self.board)
+
+
 def fit(cfg: ExperimentConfig, *, resume: bool | str | Path = False,
-        worker_hooks: Sequence[Any] = ()) -> dict[str, Any]:
+        worker_hooks: Sequence[Any] = (), progress_stream=None) -> dict[str, Any]:
     """Train ``cfg`` on Ray (local or the cluster in RAY_ADDRESS); returns the run summary.
 
     ``resume``: True continues the latest run of this config (or ``train.run_name``), a path that run folder.
+    ``progress_stream``: where the live progress bar goes (default stderr; drawn only on a terminal).
     Raises ``ConfigError`` for bad input (before Ray starts where it can be checked) and
     :class:`TrainInterrupted` on SIGINT/SIGTERM.
     """
@@ -395,18 +455,22 @@ def fit(cfg: ExperimentConfig, *, resume: bool | str | Path = False,
                               f"continue it, or choose another train.run_name")
     ensure_ray(cfg)
     check_resources(cfg)
-    run = build_run(cfg, run_name=name, storage_path=storage, worker_hooks=worker_hooks,
-                    resume_from=point.checkpoint if point else None, mlflow_run_name=run_label(cfg, name))
-    tracker = run.tracker
+    live = LiveOutput.start(cfg, progress_stream)
     try:
-        result = _fit_interruptible(run.trainer)
-    except _Signalled as stop:
-        tracker.end("KILLED")
-        raise TrainInterrupted(str(stop), run.run_dir, cfg.train.epochs) from None
-    except BaseException:
-        _best_effort(log_skipped_samples, tracker, run.trainer.datasets, range(cfg.train.epochs), True)
-        tracker.end("FAILED")
-        raise
+        run = build_run(cfg, run_name=name, storage_path=storage, worker_hooks=[*worker_hooks, *live.hooks],
+                        resume_from=point.checkpoint if point else None, mlflow_run_name=run_label(cfg, name))
+        tracker = run.tracker
+        try:
+            result = _fit_interruptible(run.trainer, on_tick=live.tick)
+        except _Signalled as stop:
+            tracker.end("KILLED")
+            raise TrainInterrupted(str(stop), run.run_dir, cfg.train.epochs) from None
+        except BaseException:
+            _best_effort(log_skipped_samples, tracker, run.trainer.datasets, range(cfg.train.epochs), True)
+            tracker.end("FAILED")
+            raise
+    finally:
+        live.close()
     summary = dict(result.return_value or {})
     done = [int(h["epoch"]) for h in summary.get("history", [])]
     trained = range(summary.get("start_epoch", 0), max(done, default=0))

@@ -34,6 +34,7 @@ Deviations from the released code (besides those of ``actionray.models.dclr`` an
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Annotated, Any, Iterable, Literal
 
 import numpy as np
@@ -158,14 +159,18 @@ class DCLRPretraining:
     # -- config, metrics ----------------------------------------------------------------------------------------
     def check_config(self, cfg: ExperimentConfig) -> None:
         """K divisible by the global batch; fp16 only without the warm-up (module docstring)."""
-        m, batch, workers = cfg.method, cfg.data.batch_size, cfg.scaling.num_workers
-        try:
-            check_queue_size(m.queue_size, batch * workers)
-        except ValueError:
-            suggestion = max(1, m.queue_size // (batch * workers)) * batch * workers
-            raise ValueError(f"method.queue_size K={m.queue_size} must be a multiple of the global batch "
-                             f"data.batch_size x scaling.num_workers = {batch} x {workers} = {batch * workers} "
-                             f"(e.g. method.queue_size={suggestion})") from None
+        m, batch, s = cfg.method, cfg.data.batch_size, cfg.scaling
+        # An elastic group (scaling.num_workers: [min, max]) may train at any size in between: K must suit each.
+        for workers in range(s.fewest_workers, s.num_workers + 1):
+            try:
+                check_queue_size(m.queue_size, batch * workers)
+            except ValueError:
+                step = math.lcm(*(batch * w for w in range(s.fewest_workers, s.num_workers + 1)))
+                suggestion = max(1, m.queue_size // step) * step
+                sizes = f" (an elastic group may have {workers})" if s.elastic else ""
+                raise ValueError(f"method.queue_size K={m.queue_size} must be a multiple of the global batch "
+                                 f"data.batch_size x scaling.num_workers = {batch} x {workers} = {batch * workers}"
+                                 f"{sizes} (e.g. method.queue_size={suggestion})") from None
         if m.warmup_iters and cfg.train.amp == "fp16":
             raise ValueError("method.warmup_iters > 0 makes steps without gradients, which train.amp=fp16 "
                              "(GradScaler) refuses: use train.amp=bf16 or none, or method.warmup_iters=0")

@@ -14,7 +14,7 @@ from typing import Any
 
 import ray
 
-__all__ = ["PipelineMonitor", "new_monitor", "get_monitor", "monitor_of", "context_of", "MONITOR_KEY", "NAMESPACE"]
+__all__ = ["PipelineMonitor", "new_monitor", "on_this_node", "get_monitor", "monitor_of", "context_of", "MONITOR_KEY", "NAMESPACE"]
 
 MONITOR_KEY = "actionray.pipeline_monitor"  # DataContext config key: the monitor actor's name
 NAMESPACE = "actionray"
@@ -61,11 +61,22 @@ class PipelineMonitor:
                 "nodes": dict(sorted(self.nodes.get(int(epoch), {}).items()))}
 
 
+def on_this_node() -> Any:
+    """A scheduling strategy that keeps an actor on the calling process's node (the driver's): a run's
+    bookkeeping actors must not live on a node that may be lost mid-run (a preempted worker or decode node) and
+    take the run with them; the driver's node lives exactly as long as the run."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
+
 def new_monitor(split: str, num_rows: int) -> str:
-    """Start a monitor for a dataset of ``num_rows`` list entries; returns its actor name. It is owned by the
-    calling process (the driver or a Tune trial), which keeps the handle so the monitor lives as long."""
+    """Start a monitor for a dataset of ``num_rows`` list entries, on the caller's node; returns its actor name.
+    It is owned by the calling process (the driver or a Tune trial), which keeps the handle so the monitor lives
+    as long."""
     name = f"actionray_pipeline_{split}_{uuid.uuid4().hex[:12]}"
-    _OWNED_MONITORS[name] = PipelineMonitor.options(name=name, namespace=NAMESPACE).remote(num_rows)
+    _OWNED_MONITORS[name] = PipelineMonitor.options(name=name, namespace=NAMESPACE,
+                                                    scheduling_strategy=on_this_node()).remote(num_rows)
     return name
 
 
