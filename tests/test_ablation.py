@@ -102,8 +102,9 @@ def test_rendered_table_bolds_the_best_value_and_marks_the_baseline():
 
 @pytest.fixture(scope="module")
 def ablation(ray_local, synth_videos, tmp_path_factory):
-    """``actionray ablate`` over data.flip x method.label_smoothing on the shrunk demo config, all 4 cells at once
-    (the planner would allow 2 on 4 CPUs; 4 quarter-CPU workers still leave 2 CPUs for decoding)."""
+    """``actionray ablate`` over method.label_smoothing (0.1, then the all-off 0.0) on the shrunk demo config, both
+    cells at once. Two cells, not a 2 x 2 grid: the product and the variant names are checked without Ray above,
+    and each Ray cell costs about 45 CPU-seconds of the suite's budget."""
     from mlflow.tracking import MlflowClient
 
     from test_tune import tiny_overrides
@@ -113,9 +114,9 @@ def ablation(ray_local, synth_videos, tmp_path_factory):
     sets = [arg for o in tiny_overrides(synth_videos, root, uri) for arg in ("--set", o)]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["ablate", DEMO, "--grid", "data.flip=true,false", "method.label_smoothing=0.0,0.1",
-                     "--seeds", "1", "--name", "flip-ls", "--max-concurrent", "4", *sets,
-                     "--set", "scaling.cpus_per_worker=0.25"])
+        code = main(["ablate", DEMO, "--grid", "method.label_smoothing=0.1,0.0",
+                     "--seeds", "1", "--name", "ls", "--max-concurrent", "2", *sets,
+                     "--set", "scaling.cpus_per_worker=0.5"])
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("actionray")
     parent = client.search_runs([exp.experiment_id], "tags.`actionray.kind` = 'ablation'")[0]
@@ -124,8 +125,7 @@ def ablation(ray_local, synth_videos, tmp_path_factory):
             "uri": uri, "root": root}
 
 
-VARIANTS = {"flip1-label_smoothing0.0", "flip1-label_smoothing0.1", "flip0-label_smoothing0.0",
-            "flip0-label_smoothing0.1"}
+VARIANTS = {"label_smoothing0.1", "label_smoothing0.0"}
 
 
 @pytest.mark.slow
@@ -135,10 +135,9 @@ def test_ablation_logs_one_child_per_cell_tagged_for_filtering(ablation):
     assert {c.data.tags["variant"] for c in children} == VARIANTS
     for child in children:
         tags, params = child.data.tags, child.data.params
-        assert tags["axis.flip"] == ("on" if params["data.flip"] == "True" else "off")
         assert tags["axis.label_smoothing"] == params["method.label_smoothing"]
         assert tags["seed"] == "0" and child.info.status == "FINISHED"
-    assert ablation["parent"].data.tags["actionray.baseline"] == "flip0-label_smoothing0.0"
+    assert ablation["parent"].data.tags["actionray.baseline"] == "label_smoothing0.0"
 
 
 @pytest.mark.slow
@@ -146,8 +145,8 @@ def test_ablation_table_artifact_matches_the_child_runs(ablation):
     client, parent = ablation["client"], ablation["parent"]
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "ablation/table.csv", str(ablation["root"])))
     metric = {c.data.tags["variant"]: c.data.metrics for c in ablation["children"]}
-    assert list(table["variant"])[2] == "flip0-label_smoothing0.0"  # grid order kept
-    base = 100 * metric["flip0-label_smoothing0.0"]["val_top1"]
+    assert list(table["variant"]) == ["label_smoothing0.1", "label_smoothing0.0"]  # grid order kept
+    base = 100 * metric["label_smoothing0.0"]["val_top1"]
     for _, row in table.iterrows():
         for name in ("val_top1", "val_top5", "val_mean_class_acc"):
             assert row[f"{name}_mean"] == pytest.approx(100 * metric[row["variant"]][name])
@@ -167,9 +166,9 @@ def test_report_rerenders_the_same_table_from_child_runs(ablation, tmp_path):
     stored = Path(client.download_artifacts(parent.info.run_id, "ablation/table.md", str(tmp_path))).read_text()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["report", "--ablation", "flip-ls", "--tracking-uri", ablation["uri"]]) == 0
+        assert main(["report", "--ablation", "ls", "--tracking-uri", ablation["uri"]]) == 0
     table_lines = lambda text: [l for l in text.splitlines() if l.startswith("|")]  # noqa: E731
-    assert table_lines(out.getvalue()) == table_lines(stored) and len(table_lines(stored)) == 6
+    assert table_lines(out.getvalue()) == table_lines(stored) and len(table_lines(stored)) == 4
     html = tmp_path / "t.html"
     assert main(["report", "--ablation", parent.info.run_id, "--html", str(html), "--tracking-uri", ablation["uri"]]) == 0
     assert "<table>" in html.read_text() and all(v in html.read_text() for v in VARIANTS)

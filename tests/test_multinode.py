@@ -178,6 +178,8 @@ def test_a_decode_node_killed_mid_run_leaves_decoding_to_the_other_and_no_epoch_
     (survivor,) = cluster.node_id_with("actionray_decode")
     assert sorted(decoded, key=int) == [str(e) for e in range(1, epochs + 1)]
     for epoch in decoded.values():
-        assert epoch["decoded"] == rows
-    assert decoded[str(epochs)]["nodes"] == {survivor: rows}  # after the kill only the survivor decodes
+        assert epoch["decoded"] == rows  # every list entry reached the worker in every epoch
+    # The survivor decoded the last epoch (the lost node may have decoded part of it ahead, before the kill).
+    assert decoded[str(epochs)]["nodes"].get(survivor, 0) > 0
+    assert doomed.process.poll() is not None  # the killed node stayed dead: one decode node was left
     assert run.data.metrics["skipped_train"] == 0
