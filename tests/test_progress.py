@@ -43,3 +43,36 @@ def test_ray_trains_internal_actors_are_noise_and_worker_lines_are_not():
     assert not keep_line({"actor_name": "Other"}, "Failed to query Ray Train Controller actor state. Retrying")
     assert keep_line({"actor_name": "RayTrainWorker"}, "[actionray] epoch 1/5 | loss 2.3 | val_top1 12.5%")
     assert keep_line({"actor_name": "TrainController"}, "Detected ready resources for 1 workers in the cluster.")
+
+
+BATCH = {"ip": "127.0.0.1", "job": "01000000", "is_err": False}  # a forwarded batch's keys besides pid/lines
+
+
+def test_the_filter_wraps_rays_own_printing_handler_and_restores_it():
+    """Through Ray's real dispatcher of forwarded worker lines (the handler ``ray.init(log_to_driver=True)`` adds
+    is stood in for by a recorder under its name, since the test session runs Ray with log_to_driver off)."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    from actionray.platform.progress import filter_worker_lines
+
+    printed, terminal = [], Terminal()
+
+    def recorder(data):
+        printed.append((data.get("actor_name"), data["lines"]))
+
+    dispatcher.add_handler("ray_print_logs", recorder)
+    bar = TerminalBar(epochs=2, steps_per_epoch=lambda world: 4, stream=terminal)
+    try:
+        restore = filter_worker_lines(bar)
+        bar.update(1, 2, 1)
+        dispatcher.emit({**BATCH, "pid": 7, "actor_name": "PreemptionWatcher", "lines": ["polling 2 nodes"]})
+        dispatcher.emit({**BATCH, "pid": 8, "actor_name": "RayTrainWorker",
+                         "lines": ["[actionray] epoch 1/2 | loss 1.0", "Failed to query Ray Train Controller x"]})
+        restore()
+        dispatcher.emit({**BATCH, "pid": 7, "actor_name": "PreemptionWatcher", "lines": ["polling again"]})
+    finally:  # remove only the recorder: a Ray started in this process keeps its own handler
+        with dispatcher._lock:
+            dispatcher.handlers = [(name, h) for name, h in dispatcher.handlers if h is not recorder]
+    assert printed == [("RayTrainWorker", ["[actionray] epoch 1/2 | loss 1.0"]),
+                       ("PreemptionWatcher", ["polling again"])]  # after restore Ray prints everything again
+    assert terminal.getvalue().endswith("\r")  # the bar was cleared before the worker line was printed

@@ -63,8 +63,9 @@ class Tracker:
                   f"training continues.", file=sys.stderr, flush=True)
             return None
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Numeric metrics at ``step`` (non-numeric values are skipped)."""
+    def log_metrics(self, metrics: dict[str, float], step: int, run_id: str | None = None) -> None:
+        """Numeric metrics at ``step`` (non-numeric values are skipped) into this run, or into ``run_id`` (a child
+        run from :meth:`child_runs`)."""
         from mlflow.entities import Metric
         import time
 
@@ -72,7 +73,12 @@ class Tracker:
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if items:
-            self._call("log_metrics", self.client.log_batch, self.run_id, metrics=items)
+            self._call("log_metrics", self.client.log_batch, run_id or self.run_id, metrics=items)
+
+    def metric_steps(self, run_id: str, key: str) -> list[int]:
+        """The steps at which ``run_id`` holds metric ``key``."""
+        history = self._call("get_metric_history", self.client.get_metric_history, run_id, key)
+        return [m.step for m in history or []]
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Params as strings, in batches of 100 (MLflow's per-call limit)."""

@@ -201,10 +201,32 @@ def finalize_children(tracker, results, epochs: int, *, unreported: str | None =
     if not tracker.active:
         return
     wanted = {trial_run_name(r.config or {}, trial_id_of(r)): trial_status(r, epochs) for r in results}
+    last = {trial_run_name(r.config or {}, trial_id_of(r)): r.metrics for r in results if r.metrics}
     for run in tracker.child_runs():
+        _log_last_result(tracker, run.info.run_id, last.get(run.info.run_name))
         status = wanted.get(run.info.run_name, unreported if run.info.status == "RUNNING" else None)
         if status and run.info.status != status:
             tracker.end_child(run.info.run_id, status)
+
+
+def _log_last_result(tracker, run_id: str, metrics: dict[str, Any] | None) -> None:
+    """The trial's last result into its child run when the trial did not log that epoch itself.
+
+    Rank 0 logs an epoch to MLflow only after its checkpoint is in storage (platform/loop.py), and Tune may stop
+    the trial (ASHA) as soon as it has that report, before the worker gets to log; Tune's copy is the same dict."""
+    epoch = (metrics or {}).get("epoch")
+    if epoch is None or int(epoch) in tracker.metric_steps(run_id, "epoch"):
+        return
+    tracker.log_metrics({k: v for k, v in metrics.items() if k not in TUNE_RESULT_KEYS}, step=int(epoch),
+                        run_id=run_id)
+
+
+# What Tune adds to every result (Ray repo, python/ray/tune/result.py, python/ray/air/constants.py); the rest is
+# what the loop reported.
+TUNE_RESULT_KEYS = frozenset({"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid",
+                              "time_since_restore", "iterations_since_restore", "timesteps_since_restore",
+                              "timesteps_total", "episodes_total", "done", "node_ip", "hostname", "date",
+                              "trial_id", "experiment_tag", "config", "checkpoint_dir_name", "should_checkpoint"})
 
 
 def close_running_children(tracker, status: str) -> None:
