@@ -331,13 +331,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     source = method.data(cfg)
     try:
         state = _restore_checkpoint(config.get("resume_from"), config.get("run_dir"))
-        model, optimizer, scheduler, scaler = _build_training(cfg, method, state, world,
-                                                              source.steps_per_epoch(world), device)
+        steps_per_epoch = source.steps_per_epoch(world)
+        model, optimizer, scheduler, scaler = _build_training(cfg, method, state, world, steps_per_epoch, device)
         run = _run_state(state, rank)
         if rank == 0 and world != cfg.scaling.num_workers:
             print(f"{PROGRESS_PREFIX} elastic: training with {world} of {cfg.scaling.num_workers} workers from epoch "
                   f"{run.start_epoch + 1}, lr x {world}/{cfg.scaling.num_workers}, "
-                  f"{source.steps_per_epoch(world)} steps per epoch", flush=True)
+                  f"{steps_per_epoch} steps per epoch", flush=True)
         tracker = Tracker(config.get("tracking_uri"), config.get("mlflow_run_id")) if rank == 0 else None
         last_val: dict[str, float] = {}
         evaluation: Evaluation | None = None

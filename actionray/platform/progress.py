@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import threading
@@ -71,7 +72,8 @@ class TerminalBar:
                  width: int = 30) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.epochs, self.steps_per_epoch, self.width = epochs, steps_per_epoch, width
+        # cached per world size: a clip source answers by parsing its train list, and the bar redraws twice a second
+        self.epochs, self.steps_per_epoch, self.width = epochs, functools.cache(steps_per_epoch), width
         self._lock = threading.Lock()
         self._shown = ""
         self._rate: tuple[float, int, int] | None = None  # (time, epoch, step) at the last change

@@ -14,7 +14,8 @@ from typing import Any
 
 import ray
 
-__all__ = ["PipelineMonitor", "new_monitor", "on_this_node", "get_monitor", "monitor_of", "context_of", "MONITOR_KEY", "NAMESPACE"]
+__all__ = ["PipelineMonitor", "new_monitor", "on_this_node", "get_monitor", "monitor_of", "context_of", "MONITOR_KEY",
+           "NAMESPACE"]
 
 MONITOR_KEY = "actionray.pipeline_monitor"  # DataContext config key: the monitor actor's name
 NAMESPACE = "actionray"
