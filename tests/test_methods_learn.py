@@ -3,9 +3,8 @@
 The overfit tests run the method's own ``train_step`` with the optimizer the platform builds from the method's
 parameter groups (no Ray), so a broken loss, a detached head, a parameter group that leaves weights out or a
 wrong sign shows up as a loss that does not fall. Data that carries no signal through the whole platform is
-caught by the demo (``tests/test_demo.py``, README) and by the method-contract fit (``tests/test_method_contract.py``);
-a fit of a clip classifier that beats chance needs more than the 24 test videos and a minute of CPU (tried:
-6 epochs of TSN at 32 px stayed at chance), so it is not a test.
+caught by the short fits of ``tests/test_fit_beats_chance.py`` (each method through ``fit`` on easy generated
+videos, against chance and an untrained control) and by the method-contract fit (``tests/test_method_contract.py``).
 """
 
 from __future__ import annotations
