@@ -33,7 +33,8 @@ def deterministic_config(synth, workdir: Path, **train):
 
 
 def start_train(workdir: Path, cfg) -> tuple[subprocess.Popen, Path]:
-    """`actionray train CONFIG` in its own process group (Ray's processes join it); returns (process, config)."""
+    """`actionray train CONFIG` in a session of its own (its Ray shares it; Ray gives each worker a process group
+    of its own, so SIGINT to the driver's group reaches the driver only, like Ctrl+C); returns (process, config)."""
     path = workdir / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     argv = [sys.executable, "-m", "actionray", "train", str(path)]
@@ -55,14 +56,46 @@ def saved_epochs(runs: Path) -> list[int]:
     return sorted(epochs)
 
 
+def session_processes(sid: int) -> list[int]:
+    """Pids of the live processes of session ``sid`` (Linux /proc): the driver started with
+    ``start_new_session`` and everything its Ray started. Ray puts each worker in a process group of its own
+    (same session), so ``killpg`` on the driver's group leaves the workers running."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:  # state, ..., session id
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_session(process: subprocess.Popen) -> str:
+    """SIGKILL the driver and every process of its session (its Ray, workers included) at once, without any
+    clean-up, as when the machine running the driver dies; returns the driver's output once none is left."""
+    deadline = time.monotonic() + 30
+    while (pids := session_processes(process.pid)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    out = process.communicate(timeout=60)[0]
+    assert not session_processes(process.pid), "processes of the killed driver's session survived SIGKILL"
+    return out
+
+
 def wait_for_epoch(process: subprocess.Popen, runs: Path, epoch: int, timeout: float = 400) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         if saved_epochs(runs) and saved_epochs(runs)[-1] >= epoch:
             return
         time.sleep(1)
-    os.killpg(process.pid, signal.SIGKILL)
-    pytest.fail(f"no checkpoint of epoch {epoch} appeared:\n" + process.communicate(timeout=60)[0][-4000:])
+    pytest.fail(f"no checkpoint of epoch {epoch} appeared:\n" + kill_session(process)[-4000:])
 
 
 def mlflow_runs(cfg) -> list:
@@ -94,7 +127,7 @@ def interrupted(synth_videos, tmp_path_factory) -> tuple:
         out, _ = process.communicate(timeout=180)
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_session(process)
     return cfg, workdir, config_path, process.returncode, out
 
 
@@ -151,8 +184,9 @@ def test_resume_after_the_driver_was_sigkilled_starts_after_the_newest_complete_
     try:
         wait_for_epoch(process, workdir / "runs", 2)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray it started, without any clean-up
-        process.communicate(timeout=60)
+        kill_session(process)  # the driver and the Ray it started, workers included, without any clean-up
+    # A killed worker can finish no copy into storage now (an earlier version killed only the driver's process
+    # group: a surviving worker completed the next checkpoint after this line had read the folders).
     saved = saved_epochs(workdir / "runs")[-1]
     summary = fit(cfg, resume=True)
     assert summary["start_epoch"] == saved
