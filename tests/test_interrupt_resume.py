@@ -166,6 +166,16 @@ def test_the_printed_resume_command_continues_after_the_saved_epoch_and_ends_lik
     reference = uninterrupted["final"]
     for key in ("train_loss", "val_loss", "val_top1", "epoch"):
         assert final[key] == reference[key], key
+    # train.deterministic repeats bit for bit across processes and a resume: the weights are equal too
+    import torch
+
+    from actionray.platform.checkpoint import load_state, newest_complete_checkpoint
+
+    (run_dir,) = [p for p in (workdir / "runs").iterdir() if p.is_dir()]
+    resumed_weights = newest_complete_checkpoint(run_dir)[1]["model"]
+    reference_weights = load_state(uninterrupted["latest_checkpoint"])["model"]
+    assert resumed_weights.keys() == reference_weights.keys()
+    assert all(torch.equal(resumed_weights[k], reference_weights[k]) for k in reference_weights)
     runs = mlflow_runs(cfg)
     assert [run.info.status for run in runs] == ["FINISHED"]  # the same MLflow run, reopened and finished
     from mlflow.tracking import MlflowClient

@@ -264,24 +264,3 @@ def test_torch_threads_none_keeps_rays_setting_and_zero_splits_the_nodes_cores()
         torch.set_num_threads(before)
     with pytest.raises(ConfigError, match="scaling.torch_threads"):
         build_config({"method": {"name": "tsn"}, "scaling": {"torch_threads": -1}})
-
-
-@pytest.mark.slow
-def test_deterministic_single_worker_runs_repeat_exactly(ray_local, synth_videos, tmp_path):
-    """train.deterministic: two 1-worker runs with the same seed give bit-identical losses and weights."""
-    import torch
-
-    from actionray.platform.checkpoint import load_state
-    from actionray.platform.train import fit
-
-    summaries = []
-    for name in ("repeat-a", "repeat-b"):
-        cfg = tiny_config(synth_videos, tmp_path, train={"run_name": name, "deterministic": True, "log_every": 1},
-                          data={"decode_tasks": 2, "decode_batch_size": 2}, tracking={"enabled": False})
-        summaries.append(fit(cfg))
-    a, b = summaries
-    assert a["final"]["train_loss"] == b["final"]["train_loss"]
-    assert a["final"]["val_loss"] == b["final"]["val_loss"]
-    weights_a = load_state(a["best_checkpoint"])["model"]
-    weights_b = load_state(b["best_checkpoint"])["model"]
-    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
