@@ -22,6 +22,7 @@ import random
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -206,20 +207,27 @@ def _restore_checkpoint(resume_from: str | None = None, run_dir: str | None = No
 
     Ray's own checkpoint comes from its controller, which registers a report asynchronously: a group that
     fails right after an epoch's checkpoint reached storage (a lost node) would otherwise train that epoch again
-    and log it to MLflow twice. The folders are the truth (``newest_complete_checkpoint``)."""
+    and log it to MLflow twice. The folders are the truth (``newest_complete_checkpoint``).
+
+    Each state is loaded at most once: the three are usually folders of the same run (Ray names them
+    ``checkpoint_<UTC time>``, so names order them), and a folder named no later than the newest complete one
+    on disk is not read again (a DCLR state is hundreds of MB)."""
     import ray.train
 
     from actionray.platform.checkpoint import newest_complete_checkpoint
 
-    candidates = []
+    found = newest_complete_checkpoint(run_dir) if run_dir is not None else None
+    candidates = [found[1]] if found else []
+
+    def newer(folder: str) -> bool:
+        return found is None or Path(folder).name > found[0].name
+
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
+    if checkpoint is not None and newer(checkpoint.path):
         with checkpoint.as_directory() as folder:
             candidates.append(load_state(folder))
-    if resume_from is not None:
+    if resume_from is not None and newer(resume_from):
         candidates.append(load_state(resume_from))
-    if run_dir is not None and (found := newest_complete_checkpoint(run_dir)) is not None:
-        candidates.append(found[1])
     return max(candidates, key=lambda state: state["epoch"], default=None)
 
 
@@ -320,6 +328,18 @@ def _step_hooks(hooks, epoch: int, rank: int) -> Callable[[int], None] | None:
     return after_step
 
 
+def _log_missing_epochs(tracker: Tracker | None, history: list[dict[str, float]]) -> None:
+    """Log the restored epochs that the MLflow run lacks. Rank 0 logs an epoch only once its checkpoint is in
+    storage (so no epoch is ever logged twice); a run stopped between the two (Ctrl+C, SIGKILL, a lost node)
+    has the epoch on disk and not in MLflow, and the checkpoint's history brings it back."""
+    if tracker is None or not history:
+        return
+    logged = set(tracker.metric_steps(tracker.run_id, "epoch"))
+    for metrics in history:
+        if int(metrics["epoch"]) not in logged:
+            tracker.log_metrics(metrics, step=int(metrics["epoch"]))
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Ray Train entry point; ``config`` holds the resolved config object ``cfg``, the MLflow run and hooks."""
     import ray.train
@@ -339,6 +359,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                   f"{run.start_epoch + 1}, lr x {world}/{cfg.scaling.num_workers}, "
                   f"{steps_per_epoch} steps per epoch", flush=True)
         tracker = Tracker(config.get("tracking_uri"), config.get("mlflow_run_id")) if rank == 0 else None
+        _log_missing_epochs(tracker, run.history)
         last_val: dict[str, float] = {}
         evaluation: Evaluation | None = None
         for epoch in range(run.start_epoch, cfg.train.epochs):
