@@ -210,16 +210,16 @@ def test_a_short_dclr_pretraining_beats_chance_and_its_own_untrained_encoder_on_
       fills the queue with the keys of every training video but leaves the query encoder untrained (tested in
       ``test_dclr_method.py``), so epoch 1's validation scores the untrained network with a full queue.
 
-    Measured through ``fit`` (seed 0, 5 epochs): val_loss per epoch 22.9 (the control), 21.5, 17.2, 16.3, 14.3;
-    outside Ray (``train_step`` on the same views) 23.3, then 16.4 after 72 steps and 14.5 after 96. Every
-    epoch costs a validation, a checkpoint (two 14M-parameter encoders) and a report, so the test stops at 4. Per term, the untrained network with a full queue
-    scores the views of one video about as chance does (vv 4.52 against 4.57) and its cross-view terms worse
-    than chance (9.3 and 9.1 against 9.14: different random heads); the trained encoder is below chance in
-    every term (after 5 epochs 2.7, 5.9, 5.7; after 4 3.2, 6.6, 6.6), and its vv accuracy after 5 epochs is 0.16
-    (control 0.03, chance 1/193). Why these settings: the released lr and
-    momentum (0.01, 0.999) move the key encoder too little in 100 steps; without the warm-up, the first steps
-    against the random queue collapse the embedding (every logit equal, the loss stuck at chance); gradient
-    clipping at 1 keeps the first updates (gradient norm ~100) from doing the same.
+    Measured through ``fit`` (seed 0, 5 epochs): val_loss per epoch 22.9 (the control), 21.5, 17.2, 16.3, 14.3; outside
+    Ray (``train_step`` on the same views) 23.3, then 16.4 after 72 steps and 14.5 after 96. Every epoch costs a
+    validation, a checkpoint (two 14M-parameter encoders) and a report, so the test stops at 4. Per term, the
+    untrained network with a full queue scores the views of one video about as chance does (vv 4.52 against 4.57)
+    and its cross-view terms worse than chance (9.3 and 9.1 against 9.14: different random heads); the trained
+    encoder is below chance in every term (after 5 epochs 2.7, 5.9, 5.7; after 4 3.2, 6.6, 6.6), and its vv accuracy
+    after 5 epochs is 0.16 (control 0.03, chance 1/193). Why these settings: the released lr and momentum (0.01,
+    0.999) move the key encoder too little in 100 steps; without the warm-up, the first steps against the random
+    queue collapse the embedding (every logit equal, the loss stuck at chance); gradient clipping at 1 keeps the
+    first updates (gradient norm ~100) from doing the same.
     """
     from actionray.platform.train import fit
 

@@ -7,6 +7,7 @@ the resumed runs use the session's Ray (``ray_local``) to save a Ray start-up ea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from test_sweep_interrupt import cli_env
-from test_train import tiny_config
+from test_train import metric_steps, tiny_config
 
 EPOCHS = 3
 
@@ -79,10 +80,8 @@ def kill_session(process: subprocess.Popen) -> str:
     deadline = time.monotonic() + 30
     while (pids := session_processes(process.pid)) and time.monotonic() < deadline:
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # ended meanwhile
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.2)
     out = process.communicate(timeout=60)[0]
     assert not session_processes(process.pid), "processes of the killed driver's session survived SIGKILL"
@@ -178,10 +177,7 @@ def test_the_printed_resume_command_continues_after_the_saved_epoch_and_ends_lik
     assert all(torch.equal(resumed_weights[k], reference_weights[k]) for k in reference_weights)
     runs = mlflow_runs(cfg)
     assert [run.info.status for run in runs] == ["FINISHED"]  # the same MLflow run, reopened and finished
-    from mlflow.tracking import MlflowClient
-
-    steps = [m.step for m in MlflowClient(cfg.tracking.uri).get_metric_history(runs[0].info.run_id, "train_loss")]
-    assert sorted(steps) == [1, 2, 3]  # no epoch trained twice
+    assert metric_steps(cfg.tracking.uri, runs[0].info.run_id, "train_loss") == [1, 2, 3]  # no epoch trained twice
 
 
 def test_resume_after_the_driver_was_sigkilled_starts_after_the_newest_complete_checkpoint(
@@ -206,10 +202,7 @@ def test_resume_after_the_driver_was_sigkilled_starts_after_the_newest_complete_
     assert [run.info.status for run in runs] == ["FINISHED"]
     # Each epoch once in MLflow, none missing: the kill may land after a checkpoint reached storage and before
     # rank 0 logged that epoch; the resumed run logs it from the checkpoint's history.
-    from mlflow.tracking import MlflowClient
-
-    steps = [m.step for m in MlflowClient(cfg.tracking.uri).get_metric_history(runs[0].info.run_id, "train_loss")]
-    assert sorted(steps) == [1, 2, 3]
+    assert metric_steps(cfg.tracking.uri, runs[0].info.run_id, "train_loss") == [1, 2, 3]
 
 
 def test_resume_refuses_a_run_folder_that_failed_at_start(synth_videos, workdir):

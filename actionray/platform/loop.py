@@ -328,18 +328,6 @@ def _step_hooks(hooks, epoch: int, rank: int) -> Callable[[int], None] | None:
     return after_step
 
 
-def _log_missing_epochs(tracker: Tracker | None, history: list[dict[str, float]]) -> None:
-    """Log the restored epochs that the MLflow run lacks. Rank 0 logs an epoch only once its checkpoint is in
-    storage (so no epoch is ever logged twice); a run stopped between the two (Ctrl+C, SIGKILL, a lost node)
-    has the epoch on disk and not in MLflow, and the checkpoint's history brings it back."""
-    if tracker is None or not history:
-        return
-    logged = set(tracker.metric_steps(tracker.run_id, "epoch"))
-    for metrics in history:
-        if int(metrics["epoch"]) not in logged:
-            tracker.log_metrics(metrics, step=int(metrics["epoch"]))
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Ray Train entry point; ``config`` holds the resolved config object ``cfg``, the MLflow run and hooks."""
     import ray.train
@@ -359,7 +347,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                   f"{run.start_epoch + 1}, lr x {world}/{cfg.scaling.num_workers}, "
                   f"{steps_per_epoch} steps per epoch", flush=True)
         tracker = Tracker(config.get("tracking_uri"), config.get("mlflow_run_id")) if rank == 0 else None
-        _log_missing_epochs(tracker, run.history)
+        if tracker is not None:  # epochs of the restored checkpoint that a stop kept out of MLflow
+            tracker.log_missing_epochs(run.history)
         last_val: dict[str, float] = {}
         evaluation: Evaluation | None = None
         for epoch in range(run.start_epoch, cfg.train.epochs):

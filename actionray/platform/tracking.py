@@ -80,6 +80,18 @@ class Tracker:
         history = self._call("get_metric_history", self.client.get_metric_history, run_id, key)
         return [m.step for m in history or []]
 
+    def log_missing_epochs(self, history: list[dict[str, Any]], run_id: str | None = None) -> None:
+        """Each per-epoch metrics dict of ``history`` (its ``epoch`` is the step) that this run, or ``run_id``,
+        does not hold yet. Rank 0 logs an epoch only once its checkpoint is in storage, so that no epoch is ever
+        logged twice; a run stopped between the two (Ctrl+C, a kill, a lost node, a trial Tune stopped) has the
+        epoch in its checkpoint or Tune's result and not in MLflow, and this brings it back."""
+        if not self.active or not history:
+            return
+        logged = set(self.metric_steps(run_id or self.run_id, "epoch"))
+        for metrics in history:
+            if int(metrics["epoch"]) not in logged:
+                self.log_metrics(metrics, step=int(metrics["epoch"]), run_id=run_id)
+
     def log_params(self, params: dict[str, Any]) -> None:
         """Params as strings, in batches of 100 (MLflow's per-call limit)."""
         from mlflow.entities import Param

@@ -210,15 +210,11 @@ def finalize_children(tracker, results, epochs: int, *, unreported: str | None =
 
 
 def _log_last_result(tracker, run_id: str, metrics: dict[str, Any] | None) -> None:
-    """The trial's last result into its child run when the trial did not log that epoch itself.
-
-    Rank 0 logs an epoch to MLflow only after its checkpoint is in storage (platform/loop.py), and Tune may stop
-    the trial (ASHA) as soon as it has that report, before the worker gets to log; Tune's copy is the same dict."""
-    epoch = (metrics or {}).get("epoch")
-    if epoch is None or int(epoch) in tracker.metric_steps(run_id, "epoch"):
-        return
-    tracker.log_metrics({k: v for k, v in metrics.items() if k not in TUNE_RESULT_KEYS}, step=int(epoch),
-                        run_id=run_id)
+    """The trial's last result into its child run when the trial did not log that epoch itself: Tune may stop
+    the trial (ASHA) as soon as it has the report, before rank 0 logs (``Tracker.log_missing_epochs``); Tune's
+    copy is the same dict."""
+    if metrics and "epoch" in metrics:
+        tracker.log_missing_epochs([{k: v for k, v in metrics.items() if k not in TUNE_RESULT_KEYS}], run_id=run_id)
 
 
 # What Tune adds to every result (Ray repo, python/ray/tune/result.py, python/ray/air/constants.py); the rest is
