@@ -14,7 +14,7 @@ from actionray.platform.data.annotations import read_list
 from actionray.platform.data.ingest import (
     TooManySkippedError, TrainStreams, dataset_config, iter_model_batches, shard_datasets, skip_report,
 )
-from actionray.platform.data.monitor import monitor_of
+from actionray.platform.data.monitor import MONITOR_KEY, monitor_of, release_monitors
 from actionray.platform.data.pipeline import build_clip_dataset
 from actionray.platform.data.sampling import SamplingSpec, sample_clip
 
@@ -145,6 +145,21 @@ def test_raise_policy_stops_at_the_first_broken_video(ray_local, synth_videos, b
     cfg = make_cfg(synth_videos, val_list=str(broken_list), on_error_eval="raise")
     with pytest.raises(Exception, match=rf"empty.mp4: file is empty \(0 bytes\) \(list entry 6, {broken_list}:7,"):
         collect(build_clip_dataset(cfg, "val"), cfg, "val")
+
+
+def test_release_ends_the_monitor_of_a_dataset_and_of_those_derived_from_it(ray_local, cfg):
+    """A dataset's monitor lives until released (fit and batch inference release theirs), found through any
+    dataset derived from it; releasing twice or a dataset without a monitor is harmless."""
+    from test_train import pipeline_monitors
+
+    before = frozenset(pipeline_monitors())
+    train, test = build_clip_dataset(cfg, "train"), build_clip_dataset(cfg, "test")
+    train_monitor, test_monitor = train.context.get_config(MONITOR_KEY), test.context.get_config(MONITOR_KEY)
+    assert pipeline_monitors(before=before) == {train_monitor, test_monitor}
+    release_monitors([test.select_columns(["video", "label"])])
+    assert pipeline_monitors(expect={train_monitor}, before=before) == {train_monitor}
+    release_monitors([train, test, ray.data.range(3)])
+    assert pipeline_monitors(expect=set(), before=before) == set()
 
 
 def test_dataset_config_splits_only_train_and_keeps_val_ordered(cfg):

@@ -107,7 +107,28 @@ def two_worker_run(ray_local, synth_videos, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("two_worker")
     cfg = tiny_config(synth_videos, workdir, train={"run_name": "tiny-run"}, scaling={"num_workers": 2})
     terminal = Terminal()
-    return cfg, workdir, fit(cfg, progress_stream=terminal), terminal
+    before = frozenset(pipeline_monitors())
+    summary = fit(cfg, progress_stream=terminal)
+    return cfg, workdir, summary, terminal, pipeline_monitors(expect=set(), before=before)
+
+
+def pipeline_monitors(expect: set[str] | None = None, before: frozenset[str] = frozenset(),
+                      settle_s: float = 10.0) -> set[str]:
+    """Names of the pipeline monitor actors (data/monitor.py) alive in this Ray, less ``before``. With ``expect``
+    the answer is asked again for up to ``settle_s`` until it matches (a killed actor may stay listed a moment)."""
+    import time
+
+    import ray
+
+    from actionray.platform.data.monitor import NAMESPACE
+
+    deadline = time.monotonic() + settle_s
+    while True:
+        alive = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["namespace"] == NAMESPACE and a["name"].startswith("actionray_pipeline_")} - before
+        if expect is None or alive == expect or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
 
 
 class Terminal(io.StringIO):
@@ -119,7 +140,7 @@ class Terminal(io.StringIO):
 
 @pytest.mark.slow
 def test_a_terminal_gets_a_live_progress_bar_fed_by_rank_0(two_worker_run):
-    *_, terminal = two_worker_run
+    *_, terminal, _ = two_worker_run
     shown = terminal.getvalue()
     # 24 clips / 2 workers / batch 4 = 3 steps per epoch; the bar is redrawn in place and erased at the end
     assert "\r[actionray] epoch 1/1 |" in shown and "| step 3/3" in shown
@@ -128,7 +149,7 @@ def test_a_terminal_gets_a_live_progress_bar_fed_by_rank_0(two_worker_run):
 
 @pytest.mark.slow
 def test_two_worker_fit_runs_ddp_and_reports_every_contract_metric(two_worker_run):
-    _, _, summary, _ = two_worker_run
+    _, _, summary, *_ = two_worker_run
     assert summary["world_size"] == 2
     final = summary["final"]
     for key in ("epoch", "train_loss", "train_top1", "lr", "clips_per_s", "data_wait_frac", "val_top1", "val_top5",
@@ -140,10 +161,17 @@ def test_two_worker_fit_runs_ddp_and_reports_every_contract_metric(two_worker_ru
 
 
 @pytest.mark.slow
+def test_a_finished_fit_leaves_none_of_its_pipeline_monitors_running(two_worker_run):
+    """Each dataset's monitor is an actor process (~130 MB): a driver that runs many fits must not gather them."""
+    *_, left = two_worker_run
+    assert left == set()
+
+
+@pytest.mark.slow
 def test_fit_keeps_a_loadable_best_checkpoint(two_worker_run):
     from actionray.platform.checkpoint import load_state
 
-    cfg, _, summary, _ = two_worker_run
+    cfg, _, summary, *_ = two_worker_run
     state = load_state(summary["best_checkpoint"])
     assert state["epoch"] == 1 and state["config"]["name"] == cfg.name
     assert {"model", "optimizer", "scheduler", "rng"} <= set(state)
@@ -153,7 +181,7 @@ def test_fit_keeps_a_loadable_best_checkpoint(two_worker_run):
 def test_fit_logs_one_mlflow_run_with_params_metrics_and_artifacts(two_worker_run):
     from mlflow.tracking import MlflowClient
 
-    cfg, _, summary, _ = two_worker_run
+    cfg, _, summary, *_ = two_worker_run
     client = MlflowClient(cfg.tracking.uri)
     runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
     assert [r.info.run_id for r in runs] == [summary["mlflow_run_id"]]
@@ -173,7 +201,7 @@ def test_fit_logs_one_mlflow_run_with_params_metrics_and_artifacts(two_worker_ru
 def test_fresh_run_refuses_to_reuse_an_existing_run_name(two_worker_run):
     from actionray.platform.train import fit
 
-    cfg, _, _, _ = two_worker_run
+    cfg, *_ = two_worker_run
     with pytest.raises(ConfigError, match="already exists.*--resume"):
         fit(cfg)
 
@@ -188,7 +216,7 @@ def test_resume_continues_at_the_next_epoch_in_the_same_mlflow_run(two_worker_ru
 
     from actionray.platform.checkpoint import load_state
 
-    cfg, workdir, first, _ = two_worker_run
+    cfg, workdir, first, *_ = two_worker_run
     checkpoint = load_state(first["latest_checkpoint"])
     assert checkpoint["epoch"] == 1
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/ modules
@@ -212,7 +240,7 @@ def test_resuming_a_finished_run_trains_nothing_and_reports_its_final_metrics(tw
     """A Tune trial stopped after its last epoch is restarted on resume: it must still report a finished run."""
     from actionray.platform.train import fit
 
-    cfg, _, _, _ = two_worker_run
+    cfg, *_ = two_worker_run
     cfg = build_config(cfg.to_dict(), ["train.epochs=2", "scaling.num_workers=1"])
     fit(cfg, resume=True)  # finishes epoch 2 unless the test above already did
     again = fit(cfg, resume=True)

@@ -102,8 +102,11 @@ class ModelScorer:
 def batch_inference(cfg: ExperimentConfig, dataset, *, checkpoint: str | None, reference_layout: str | None,
                     batch_size: int | None = None) -> dict[str, np.ndarray]:
     """Every row of ``dataset`` through the method's ``score_batch`` in a pool of model actors; the output
-    columns gathered on the driver, each stacked into one array."""
+    columns gathered on the driver, each stacked into one array. The dataset's pipeline monitor, if it has one,
+    ends with the pass (``data/monitor.py``)."""
     import ray
+
+    from actionray.platform.data.monitor import release_monitors
 
     scored = dataset.map_batches(
         ModelScorer, batch_size=batch_size or cfg.eval.batch_size,
@@ -112,9 +115,12 @@ def batch_inference(cfg: ExperimentConfig, dataset, *, checkpoint: str | None, r
         compute=ray.data.ActorPoolStrategy(size=_actor_pool_size(cfg)),
         num_gpus=1 if cfg.scaling.use_gpu else 0, num_cpus=1)
     columns: dict[str, list] = {}
-    for batch in scored.iter_batches(batch_size=256, batch_format="numpy"):
-        for key, values in batch.items():
-            columns.setdefault(key, []).extend(values)
+    try:
+        for batch in scored.iter_batches(batch_size=256, batch_format="numpy"):
+            for key, values in batch.items():
+                columns.setdefault(key, []).extend(values)
+    finally:
+        release_monitors([dataset])
     if not columns:
         raise RuntimeError(f"batch inference produced no rows (test data of {cfg.name} is empty?)")
     return {key: np.stack(values) for key, values in columns.items()}

@@ -459,16 +459,30 @@ def fit(cfg: ExperimentConfig, *, resume: bool | str | Path = False,
     try:
         run = build_run(cfg, run_name=name, storage_path=storage, worker_hooks=[*worker_hooks, *live.hooks],
                         resume_from=point.checkpoint if point else None, mlflow_run_name=run_label(cfg, name))
-        tracker = run.tracker
-        try:
-            result = _fit_interruptible(run.trainer, on_tick=live.tick)
-        except _Signalled as stop:
-            tracker.end("KILLED")
-            raise TrainInterrupted(str(stop), run.run_dir, cfg.train.epochs) from None
-        except BaseException:
-            _best_effort(log_skipped_samples, tracker, run.trainer.datasets, range(cfg.train.epochs), True)
-            tracker.end("FAILED")
-            raise
+    except BaseException:
+        live.close()
+        raise
+    try:
+        return _train_and_record(cfg, run, name, live)
+    finally:
+        from actionray.platform.data.monitor import release_monitors
+
+        # the run's pipeline monitors (data/monitor.py) end with it, however it ended
+        _best_effort(release_monitors, list(run.trainer.datasets.values()))
+
+
+def _train_and_record(cfg: ExperimentConfig, run: Run, name: str, live: LiveOutput) -> dict[str, Any]:
+    """``fit`` once its run is built: train, then close the MLflow run with what the run's records hold."""
+    tracker = run.tracker
+    try:
+        result = _fit_interruptible(run.trainer, on_tick=live.tick)
+    except _Signalled as stop:
+        tracker.end("KILLED")
+        raise TrainInterrupted(str(stop), run.run_dir, cfg.train.epochs) from None
+    except BaseException:
+        _best_effort(log_skipped_samples, tracker, run.trainer.datasets, range(cfg.train.epochs), True)
+        tracker.end("FAILED")
+        raise
     finally:
         live.close()
     summary = dict(result.return_value or {})

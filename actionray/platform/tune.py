@@ -105,6 +105,7 @@ def _trial(config: dict[str, Any], *, base: ExperimentConfig, group: str, parent
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from actionray.platform.data.monitor import release_monitors
     from actionray.platform.train import build_run
 
     trial_id = tune.get_context().get_trial_id()
@@ -124,7 +125,10 @@ def _trial(config: dict[str, Any], *, base: ExperimentConfig, group: str, parent
                     mlflow_parent_run_id=parent_run_id, mlflow_tags=tags, storage_path=train_storage)
     # No status write here: a trial stopped by Tune may still be tearing down (and raising) after the sweep
     # driver has set the child's final status from Tune's view (finalize_children), and would overwrite it.
-    run.trainer.fit()
+    try:
+        run.trainer.fit()
+    finally:
+        release_monitors(list(run.trainer.datasets.values()))
 
 
 def group_name(base: str, storage: str, resume: bool) -> str:
