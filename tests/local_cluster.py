@@ -52,16 +52,35 @@ def client_env() -> dict[str, str]:
     return env
 
 
+def command_line(pid: int) -> str | None:
+    """The command line of process ``pid`` (a Ray worker's shows its process title, e.g. ``ray::IDLE``), or None
+    once it has ended."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
 def processes_mentioning(text: str) -> list[int]:
     """PIDs whose command line contains ``text`` (e.g. a head's unique temp dir)."""
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return [pid for pid in pids if pid != os.getpid() and text in (command_line(pid) or "")]
+
+
+def session_processes(sid: int) -> list[int]:
+    """Pids of the live processes of session ``sid`` (Linux /proc): a process started with ``start_new_session``
+    (a driver, a ``ray start`` node) and everything it started. Ray puts each worker in a process group of its
+    own (same session), so ``killpg`` on the first process's group leaves the workers running."""
     pids = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:  # state, ..., session id
+            pids.append(int(entry.name))
     return pids
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from local_cluster import session_processes
 from test_sweep_interrupt import cli_env
 from test_train import metric_steps, tiny_config
 
@@ -55,23 +56,6 @@ def saved_epochs(runs: Path) -> list[int]:
         except Exception:  # noqa: BLE001 -- a file still being copied
             pass
     return sorted(epochs)
-
-
-def session_processes(sid: int) -> list[int]:
-    """Pids of the live processes of session ``sid`` (Linux /proc): the driver started with
-    ``start_new_session`` and everything its Ray started. Ray puts each worker in a process group of its own
-    (same session), so ``killpg`` on the driver's group leaves the workers running."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if fields[0] != "Z" and int(fields[3]) == sid:  # state, ..., session id
-            pids.append(int(entry.name))
-    return pids
 
 
 def kill_session(process: subprocess.Popen) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from local_cluster import LocalCluster
+from local_cluster import LocalCluster, command_line, session_processes
 from test_train import tiny_config
 
 
@@ -115,17 +115,8 @@ def kill_while_decoding(cluster: LocalCluster, node, timeout: float = 600):
 
 def decoding_on(node) -> bool:
     """Whether a process of ``node`` (its raylet's session: workers keep it) is running a decode task now."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            session = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3])
-        except (OSError, ValueError, IndexError):  # the process ended meanwhile
-            continue
-        if session == node.process.pid and title.startswith("ray::") and "_decode_batch" in title:
-            return True
-    return False
+    titles = (command_line(pid) or "" for pid in session_processes(node.process.pid))
+    return any(title.startswith("ray::") and "_decode_batch" in title for title in titles)
 
 
 def decoded_epochs(client, run_id: str, folder) -> dict[str, dict]:

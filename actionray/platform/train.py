@@ -298,6 +298,12 @@ class Run:
     run_dir: Path | None
     name: str
 
+    def release_data(self) -> None:
+        """End the pipeline monitors of the run's datasets (data/monitor.py), once nothing reads them any more."""
+        from actionray.platform.data.monitor import release_monitors
+
+        release_monitors(list(self.trainer.datasets.values()))
+
 
 def build_run(cfg: ExperimentConfig, *, run_name: str | None = None, callbacks: Sequence[Any] = (),
               mlflow_parent_run_id: str | None = None, mlflow_tags: dict[str, Any] | None = None,
@@ -465,10 +471,7 @@ def fit(cfg: ExperimentConfig, *, resume: bool | str | Path = False,
     try:
         return _train_and_record(cfg, run, name, live)
     finally:
-        from actionray.platform.data.monitor import release_monitors
-
-        # the run's pipeline monitors (data/monitor.py) end with it, however it ended
-        _best_effort(release_monitors, list(run.trainer.datasets.values()))
+        _best_effort(run.release_data)  # the run's pipeline monitors end with it, however it ended
 
 
 def _train_and_record(cfg: ExperimentConfig, run: Run, name: str, live: LiveOutput) -> dict[str, Any]:

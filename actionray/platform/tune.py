@@ -105,7 +105,6 @@ def _trial(config: dict[str, Any], *, base: ExperimentConfig, group: str, parent
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from actionray.platform.data.monitor import release_monitors
     from actionray.platform.train import build_run
 
     trial_id = tune.get_context().get_trial_id()
@@ -128,7 +127,7 @@ def _trial(config: dict[str, Any], *, base: ExperimentConfig, group: str, parent
     try:
         run.trainer.fit()
     finally:
-        release_monitors(list(run.trainer.datasets.values()))
+        run.release_data()
 
 
 def group_name(base: str, storage: str, resume: bool) -> str:
