@@ -158,3 +158,36 @@ def test_normalize_leaves_a_float_input_unchanged():
     video = torch.full((1, 2, 4, 4, 3), 128.0)
     normalize(video)
     assert (video == 128.0).all()
+
+
+def test_eval_resize_none_centre_crops_the_decoded_frames_as_videomoco_eval():
+    """data.eval_resize: none (VideoMoCo repo, eval.py: CenterCropVideo(112) on the decoded frames): the val/test
+    clip is the centre input_size square of the frames at their decoded size, for any scale_size; the default
+    still resizes the short side first (a different field of view)."""
+    clip = ramp_clip(h=60, w=80)
+    expected = clip[:, 14:46, 24:56]  # centre 32x32 of 60x80
+    for split in ("val", "test"):
+        for scale in (40, 256):
+            data = DataConfig(input_size=32, scale_size=scale, eval_resize="none")
+            out, flipped = build_clip_transform(data, split)(clip, None)
+            assert not flipped and (out == expected).all()
+    default, _ = build_clip_transform(DataConfig(input_size=32, scale_size=40), "val")(clip, None)
+    assert DataConfig().eval_resize == "short_side"
+    assert not (default == expected).all()
+    # three crops without a resize: input_size squares along the long side of the decoded frame
+    three = [build_clip_transform(DataConfig(input_size=32, eval_resize="none"), "test", c)(clip, None)[0]
+             for c in range(3)]
+    assert [v.shape for v in three] == [(4, 32, 32, 3)] * 3
+    assert (three[0] == clip[:, 14:46, 0:32]).all() and (three[1] == clip[:, 14:46, 48:80]).all()
+
+
+def test_dclr_downstream_configs_test_without_a_resize_and_others_keep_the_short_side():
+    from pathlib import Path
+
+    from actionray.config import load_config
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("dclr_finetune_ucf101", "dclr_finetune_hmdb51", "dclr_probe_ucf101", "dclr_probe_hmdb51"):
+        cfg = load_config(configs / f"{name}.yaml")
+        assert cfg.data.eval_resize == "none" and cfg.data.input_size == 112, name
+    assert load_config(configs / "tsn_ucf101.yaml").data.eval_resize == "short_side"

@@ -70,6 +70,10 @@ class DataConfig(Section):
     multiscale_offsets: Literal[5, 13] = 13
     input_size: int = Field(224, ge=16)
     scale_size: int = Field(256, ge=16)  # short side for val/test crops
+    # val/test frames before the centre (or three-crop) squares: "short_side" resizes the short side to scale_size
+    # (eval.scale_size for test; TSN/TDN/MMAction2), "none" crops the decoded frames as they are (VideoMoCo repo,
+    # eval.py: CenterCropVideo(112) on the decoded frames; the DCLR downstream configs, docs/models.md)
+    eval_resize: Literal["short_side", "none"] = "short_side"
     flip: bool = True
     flip_label_map: dict[int, int] = Field(default_factory=dict)  # e.g. Something-Something 86<->87
     batch_size: int = Field(8, ge=1)  # per training worker

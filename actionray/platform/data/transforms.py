@@ -159,7 +159,9 @@ def build_clip_transform(data, split: str, view_crop: int | None = None, *,
 
     train: MultiScaleCrop or RandomResizedCrop to ``input_size`` (at the decoded resolution, as TDN), then a
     flip with p = 0.5. val/test: short side -> ``scale_size`` (default ``data.scale_size``), then a centre
-    ``input_size`` crop, or with ``view_crop`` in 0..2 the ThreeCrop square of side ``scale_size``.
+    ``input_size`` crop, or with ``view_crop`` in 0..2 the ThreeCrop square of side ``scale_size``. With
+    ``data.eval_resize: none`` the frames keep their decoded size (VideoMoCo repo, eval.py: CenterCropVideo on the
+    decoded frames) and the ThreeCrop squares have side ``input_size``.
     """
     size = data.input_size
     if split == "train":
@@ -175,12 +177,14 @@ def build_clip_transform(data, split: str, view_crop: int | None = None, *,
         return train_transform
     if split not in ("val", "test"):
         raise ValueError(f"split must be train|val|test, got {split!r}")
-    short = scale_size or data.scale_size
+    resize_short = data.eval_resize == "short_side"
+    short = (scale_size or data.scale_size) if resize_short else size
     if view_crop is not None and not 0 <= view_crop < 3:
         raise ValueError(f"view_crop must be 0, 1 or 2 (ThreeCrop), got {view_crop}")
 
     def eval_transform(clip: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, bool]:
-        clip = resize_short_side(clip, short)
+        if resize_short:
+            clip = resize_short_side(clip, short)
         h, w = clip.shape[1:3]
         if view_crop is None:
             out = crop(clip, center_crop_box(h, w, size))
