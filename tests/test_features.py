@@ -147,3 +147,109 @@ def test_data_commands_write_and_check_a_feature_set(tmp_path, capsys):
     assert "no problem(s)" in capsys.readouterr().out
     assert main(["data", "check", str(out), "--feature-dim", "32"]) == 1
     assert "expected (L, 32)" in capsys.readouterr().out
+
+
+# -- bad feature files: refused before Ray starts, skipped and counted at run time -----------------------------------
+def _acmnet_tree(root, workdir, **sections) -> dict:
+    tree = {"name": "tiny_acmnet",
+            "method": {"name": "acmnet", "feature_root": str(root), "feature_dim": 16, "num_segments": 16,
+                       "val_fraction": 0.34},
+            "data": {"num_classes": 2, "batch_size": 2, "decode_tasks": 1},
+            "optim": {"name": "adam", "lr": 1e-3}, "schedule": {"name": "constant"},
+            "train": {"epochs": 1, "storage_path": str(workdir / "runs")},
+            "scaling": {"num_workers": 1, "max_failures": 2},
+            "tracking": {"uri": f"sqlite:///{workdir / 'mlflow.db'}",
+                         "artifact_location": str(workdir / "mlartifacts")}}
+    for section, values in sections.items():
+        tree.setdefault(section, {}).update(values)
+    return tree
+
+
+@pytest.fixture
+def small_set(tmp_path):
+    return write_synthetic_feature_set(tmp_path / "feats", num_classes=2, train_videos=12, test_videos=4,
+                                       feature_dim=16, min_snippets=20, max_snippets=40, instance_snippets=(3, 6),
+                                       seed=3)
+
+
+def test_a_missing_feature_file_is_one_error_line_naming_it_before_ray_starts(small_set, tmp_path, capsys):
+    import yaml
+
+    import ray
+
+    from actionray.cli import main as cli_main
+
+    gone = small_set.root / "train" / f"{small_set.train_videos[4]}.npy"
+    gone.unlink()
+    config = tmp_path / "acm.yaml"
+    config.write_text(yaml.safe_dump(_acmnet_tree(small_set.root, tmp_path)))
+    was_running = ray.is_initialized()
+    assert cli_main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: method.feature_root: 1 problem(s)"), err
+    assert f"{gone}: missing" in lines[0] and "Traceback" not in err
+    assert ray.is_initialized() == was_running  # Ray was not started for it
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_set_that_passed_is_not_read_again_until_a_file_changes(small_set):
+    from actionray.platform.data.features import check_feature_set_once
+
+    assert check_feature_set_once(small_set.root, 16) == []
+    assert (small_set.root / ".actionray_checked.json").is_file()
+    victim = small_set.root / "train" / f"{small_set.train_videos[0]}.npy"
+    victim.write_bytes(victim.read_bytes()[:60])  # truncated: size (and mtime) change the digest
+    problems = check_feature_set_once(small_set.root, 16)
+    assert len(problems) == 1 and problems[0].startswith(f"{victim}: unreadable")
+
+
+def test_a_feature_file_lost_after_the_check_is_skipped_and_counted_at_run_time(ray_local, small_set, tmp_path,
+                                                                               caplog):
+    """The real Ray Data train and val streams of the feature source: a file removed after the pre-check is
+    skipped with a warning naming it (within data.max_skip_fraction), and refused past it, naming it."""
+    from actionray.config import build_config
+    from actionray.platform.data.feature_source import FeatureSource, eval_dataset, feature_splits, train_dataset
+    from actionray.platform.data.features import FeatureFileError
+    from actionray.platform.data.ingest import TooManySkippedError
+
+    cfg = build_config(_acmnet_tree(small_set.root, tmp_path, data={"max_skip_fraction": 0.5,
+                                                                    "on_error_eval": "skip"}))
+    splits = feature_splits(cfg)
+    lost_train = splits.train_set.path(int(splits.train_videos[0]))
+    lost_val = splits.train_set.path(int(splits.val_videos[0]))
+    lost_train.unlink()
+    lost_val.unlink()
+    source = FeatureSource(cfg)
+    steps = source.steps_per_epoch(1)
+    with caplog.at_level("WARNING", logger="actionray.platform.data.feature_source"):
+        batches = list(source.batches(train_dataset(cfg), "train", epoch=0, device=torch_cpu()))
+        videos = list(source.batches(eval_dataset(cfg, "val"), "val", epoch=0, device=torch_cpu()))
+    source.close()
+    assert len(batches) == steps  # every worker keeps the same number of steps
+    seen = np.concatenate([b["index"].numpy() for b in batches])
+    assert int(splits.train_videos[0]) not in seen.tolist()
+    assert all(torch_finite(b["features"]) for b in batches)
+    assert len(videos) == len(splits.val_videos) - 1
+    text = caplog.text
+    assert f"train epoch 0: skipped 1 of {steps * 2} feature rows: {lost_train}: missing" in text
+    assert f"val epoch 0: skipped 1 of {len(splits.val_videos)} feature rows: {lost_val}: missing" in text
+
+    strict = build_config(_acmnet_tree(small_set.root, tmp_path, data={"max_skip_fraction": 0.0}))
+    with pytest.raises(TooManySkippedError, match=rf"train epoch 0: skipped 1 of .*{lost_train}: missing"):
+        list(FeatureSource(strict).batches(train_dataset(strict), "train", epoch=0, device=torch_cpu()))
+    # data.on_error_eval: raise (the default): the first bad validation file ends the pass, named
+    with pytest.raises(FeatureFileError, match=rf"val epoch 0: {lost_val}: missing"):
+        list(FeatureSource(strict).batches(eval_dataset(strict, "val"), "val", epoch=0, device=torch_cpu()))
+
+
+def torch_cpu():
+    import torch
+
+    return torch.device("cpu")
+
+
+def torch_finite(tensor) -> bool:
+    import torch
+
+    return bool(torch.isfinite(tensor).all())

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Exception class names that mean bad input (exit 2), wherever they were raised (driver or Ray worker).
 BAD_INPUT = frozenset({"ConfigError", "ListFormatError", "TooManySkippedError", "CheckpointError",
-                       "FileNotFoundError", "PermanentTrainingError"})
+                       "FileNotFoundError", "PermanentTrainingError", "FeatureFileError"})
 
 
 def root_error(error: BaseException) -> BaseException:

@@ -147,7 +147,8 @@ def check_resources(cfg: ExperimentConfig) -> None:
 
 
 # Worker errors that a restart from the last checkpoint repeats exactly: Ray Train must not retry them.
-PERMANENT_ERRORS = frozenset({"ConfigError", "ListFormatError", "TooManySkippedError", "FloatingPointError"})
+PERMANENT_ERRORS = frozenset({"ConfigError", "ListFormatError", "TooManySkippedError", "FloatingPointError",
+                              "FeatureFileError"})
 
 
 class PermanentTrainingError(RuntimeError):

@@ -142,11 +142,21 @@ class WTALMethod(ABC):
         prepare_features(cfg)
 
     def check_inputs(self, cfg: ExperimentConfig) -> None:
-        """Before Ray starts: ``method.feature_root`` holds a feature set (its gt.json)."""
+        """Before Ray starts: ``method.feature_root`` holds a feature set whose files all pass ``data check``
+        (missing, truncated, wrong-shape or NaN arrays; skipped when the same files passed before)."""
         root = cfg.method.feature_root
         if "://" not in str(root) and not (Path(root) / "gt.json").is_file():
             raise ConfigError(f"method.feature_root: {root}: no gt.json there (a feature set in the ACM-Net release "
                               f"layout: features/, gt.json, split lists; `actionray data synth-features` writes one)")
+        if "://" in str(root):
+            return
+        from actionray.platform.data.features import check_feature_set_once
+
+        problems = check_feature_set_once(root, cfg.method.feature_dim)
+        if problems:
+            shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            raise ConfigError(f"method.feature_root: {len(problems)} problem(s) in the feature set: {shown} "
+                              f"(`actionray data check {root} --feature-dim {cfg.method.feature_dim}` lists them)")
 
     # -- what the method reports ------------------------------------------------------------------------------
     @abstractmethod

@@ -28,6 +28,7 @@ protocol (optimistic, localization.md section 6 item 6).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+import logging
 from functools import lru_cache
 from typing import Any, Iterator
 
@@ -36,7 +37,8 @@ import ray
 import ray.train
 import torch
 
-from actionray.platform.data.features import FeatureSet, ftcl_pairs, load_feature_set
+from actionray.platform.data.features import (FeatureFileError, FeatureSet, feature_file_problem, ftcl_pairs,
+                                              load_feature_set)
 from actionray.platform.data.pipeline import decode_task_args
 from actionray.platform.data.sampling import Split
 
@@ -46,7 +48,8 @@ __all__ = ["FeatureSource", "FeatureDataConfig", "FeatureLayout", "FeatureSplits
 LAYOUT_KEY = "actionray_feature_layout"
 _TRAIN_DTYPES = {"features": torch.float32, "label": torch.float32, "index": torch.int64, "epoch": torch.int64,
                  "features_2": torch.float32, "label_2": torch.float32, "index_2": torch.int64,
-                 "pair_label": torch.int64}
+                 "pair_label": torch.int64, "valid": torch.int64}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -141,9 +144,24 @@ def shard_positions(num_items: int, *, seed: int, rank: int, world: int, rows: i
     return np.concatenate(out).astype(np.int64) if out else np.zeros((0, 2), dtype=np.int64)
 
 
+def _readable_sample(fs: FeatureSet, index: int, num_segments: int, mode: str, seed: int, epoch: int,
+                     feature_dim: int | None) -> np.ndarray | None:
+    """The sampled (T, D) features of video ``index``, or None when its file cannot be used (missing, unreadable,
+    not (L, feature_dim), NaN/inf in the sample): the caller skips it."""
+    try:
+        feats = fs.sample(index, num_segments, mode, seed, epoch)["features"]
+    except Exception:  # noqa: BLE001 - any failure to read the file is a bad file; the worker names the cause
+        return None
+    if feats.ndim != 2 or (feature_dim is not None and feats.shape[1] != feature_dim) or not np.isfinite(feats).all():
+        return None
+    return feats
+
+
 def _load_train_rows(batch: dict[str, np.ndarray], *, fs: FeatureSet, videos: np.ndarray, pairs: np.ndarray | None,
-                     num_segments: int, seed: int, frozen: bool) -> dict[str, np.ndarray]:
-    """Ray Data UDF: (epoch, item) positions -> sampled training rows (module docstring)."""
+                     num_segments: int, seed: int, frozen: bool, feature_dim: int | None = None
+                     ) -> dict[str, np.ndarray]:
+    """Ray Data UDF: (epoch, item) positions -> sampled training rows (module docstring). A row whose feature file
+    cannot be used keeps its place with zero features and ``valid = 0`` (the worker counts and drops it)."""
     epochs, items = batch["epoch"], batch["item"]
     first, second, pair_label = [], [], []
     for item in items.tolist():
@@ -155,16 +173,23 @@ def _load_train_rows(batch: dict[str, np.ndarray], *, fs: FeatureSet, videos: np
             second.append(int(j))
             pair_label.append(int(y))
     out: dict[str, np.ndarray] = {"epoch": epochs.astype(np.int64)}
+    valid = np.ones(len(items), dtype=np.int64)
     for suffix, indices in (("", first), ("_2", second)):
         if not indices:
             continue
-        feats = [fs.sample(v, num_segments, "random", seed, 0 if frozen else int(e))["features"]
+        feats = [_readable_sample(fs, v, num_segments, "random", seed, 0 if frozen else int(e), feature_dim)
                  for v, e in zip(indices, epochs)]
+        shape = next((f.shape for f in feats if f is not None), (num_segments, feature_dim or 1))
+        for k, f in enumerate(feats):
+            if f is None:
+                valid[k] = 0
+                feats[k] = np.zeros(shape, np.float32)
         out[f"features{suffix}"] = np.stack(feats).astype(np.float32)
         out[f"label{suffix}"] = fs.labels[indices].astype(np.float32)
         out[f"index{suffix}"] = np.asarray(indices, dtype=np.int64)
     if pairs is not None:
         out["pair_label"] = np.asarray(pair_label, dtype=np.int64)
+    out["valid"] = valid
     return out
 
 
@@ -175,11 +200,19 @@ def _positions(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _load_eval_rows(batch: dict[str, np.ndarray], *, fs: FeatureSet, num_segments: int) -> dict[str, np.ndarray]:
-    """Ray Data UDF: video indices -> uniform-sampled rows of varying length (a ragged ``features`` column)."""
+    """Ray Data UDF: video indices -> uniform-sampled rows of varying length (a ragged ``features`` column).
+    A video whose file cannot be used comes as ``length = -1`` (the reader counts and drops it)."""
     feats = np.empty(len(batch["index"]), dtype=object)
     lengths = np.zeros(len(batch["index"]), dtype=np.int64)
     for k, index in enumerate(batch["index"].tolist()):
-        full = fs.features(index)
+        try:
+            full = fs.features(index)
+            ok = full.ndim == 2 and len(full) > 0 and bool(np.isfinite(full).all())
+        except Exception:  # noqa: BLE001 - a bad file; the reader names the cause
+            ok = False
+        if not ok:
+            feats[k], lengths[k] = np.zeros((0, 1), np.float32), -1
+            continue
         feats[k] = full[np.asarray(_uniform(len(full), num_segments))]
         lengths[k] = len(full)
     return {"features": feats, "label": fs.labels[batch["index"]].astype(np.float32),
@@ -212,7 +245,7 @@ def train_dataset(cfg, rank: int = 0, world: int = 1, first_epoch: int = 0) -> "
                         **decode_task_args(cfg.data),
                         fn_kwargs={"fs": _light(splits.train_set), "videos": splits.train_videos,
                                    "pairs": splits.pairs, "num_segments": m.num_segments, "seed": cfg.train.seed,
-                                   "frozen": m.resample == "frozen"})
+                                   "frozen": m.resample == "frozen", "feature_dim": m.feature_dim})
     ds.context.execution_options = ExecutionOptions(preserve_order=True)
     ds.context.set_config(LAYOUT_KEY, FeatureLayout(rank, world, first_epoch, cfg.train.epochs, rows))
     return ds
@@ -257,11 +290,49 @@ class FeatureDataConfig(ray.train.DataConfig):
         return output
 
 
-class _TrainStream:
-    """A worker's train shard read in order, epoch by epoch (exactly ``rows // batch`` batches each)."""
+class _Skips:
+    """Bad feature files met in one pass of one reader: named, counted against ``data.max_skip_fraction`` of the
+    pass's ``total`` rows (``TooManySkippedError``) or, under ``data.on_error_train|eval: raise``, an error at the
+    first one (``FeatureFileError``). Both are permanent: a retry reads the same files."""
 
-    def __init__(self, shard, layout: FeatureLayout, first_epoch: int, batch_size: int, prefetch: int) -> None:
+    def __init__(self, cfg, fs: FeatureSet, split: str, epoch: int, total: int, on_error: str) -> None:
+        self.cfg, self.fs, self.split, self.epoch, self.total, self.on_error = cfg, fs, split, epoch, total, on_error
+        self.reasons: dict[int, str] = {}
+
+    def add(self, index: int) -> None:
+        path = self.fs.path(index)
+        reason = f"{path}: {feature_file_problem(path, self.cfg.method.feature_dim) or 'unusable (NaN/inf sampled)'}"
+        if self.on_error == "raise":
+            raise FeatureFileError(f"{self.split} epoch {self.epoch}: {reason} "
+                                   f"(data.on_error_{'train' if self.split == 'train' else 'eval'}: raise)")
+        self.reasons.setdefault(int(index), reason)
+        self.check(final=False)
+
+    def check(self, final: bool = True) -> None:
+        from actionray.platform.data.ingest import TooManySkippedError
+
+        count, limit = len(self.reasons), self.cfg.data.max_skip_fraction
+        if not count:
+            return
+        shown = "; ".join(self.reasons[i] for i in sorted(self.reasons)[:5])
+        if count / max(1, self.total) > limit:
+            raise TooManySkippedError(f"{self.split} epoch {self.epoch}: skipped {count} of {self.total} feature "
+                                      f"rows ({count / max(1, self.total):.1%} > data.max_skip_fraction "
+                                      f"{limit:.1%}): {shown}")
+        if final:
+            log.warning("%s epoch %d: skipped %d of %d feature rows: %s", self.split, self.epoch, count, self.total,
+                        shown)
+
+
+class _TrainStream:
+    """A worker's train shard read in order, epoch by epoch (exactly ``rows // batch`` batches each). Rows of bad
+    feature files (``valid = 0``) are dropped and counted (``_Skips``); a batch left empty is replaced by the
+    previous full one, so every worker still runs the same number of steps."""
+
+    def __init__(self, shard, layout: FeatureLayout, first_epoch: int, batch_size: int, prefetch: int,
+                 cfg=None, fs: FeatureSet | None = None) -> None:
         self.layout, self.next_epoch, self.batch_size = layout, first_epoch, batch_size
+        self.cfg, self.fs = cfg, fs
         self.rows = iter(shard.iter_torch_batches(batch_size=batch_size, prefetch_batches=prefetch, drop_last=False,
                                                   dtypes=_TRAIN_DTYPES))
 
@@ -269,6 +340,9 @@ class _TrainStream:
         if epoch != self.next_epoch:
             raise RuntimeError(f"feature train stream is at epoch {self.next_epoch}, not {epoch}")
         self.next_epoch = epoch + 1
+        skips = _Skips(self.cfg, self.fs, "train", epoch, self.layout.rows,
+                       self.cfg.data.on_error_train) if self.cfg is not None else None
+        last, owed = None, 0
         for _ in range(self.layout.rows // self.batch_size):
             try:
                 batch = next(self.rows)
@@ -277,7 +351,30 @@ class _TrainStream:
             if len(batch["epoch"]) != self.batch_size or bool((batch["epoch"] != epoch).any()):
                 raise RuntimeError(f"train shard {self.layout.rank}: a batch of epoch {epoch} holds rows of epochs "
                                    f"{sorted(set(batch['epoch'].tolist()))}")
-            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            valid = batch.pop("valid", None)
+            if valid is not None and not bool((valid == 1).all()):
+                bad = valid != 1
+                if skips is not None and self.fs is not None:
+                    for row in torch.nonzero(bad).flatten().tolist():
+                        videos = [int(batch[k][row]) for k in ("index", "index_2") if k in batch]
+                        unusable = [v for v in videos if not _usable(self.fs, v, self.cfg)]
+                        for index in unusable or videos[:1]:
+                            skips.add(index)
+                batch = {k: v[~bad] for k, v in batch.items()}
+                if not len(batch["epoch"]):
+                    owed += 1  # this step repeats a readable batch (below)
+                    continue
+            last = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            yield last
+            while owed:
+                owed -= 1
+                yield last
+        if owed:
+            from actionray.platform.data.ingest import TooManySkippedError
+
+            raise TooManySkippedError(f"train epoch {epoch}: shard {self.layout.rank} has no readable feature row")
+        if skips is not None:
+            skips.check()
 
     def close(self) -> None:
         rows, self.rows = self.rows, iter(())
@@ -287,6 +384,11 @@ class _TrainStream:
                 close()
             except Exception:  # noqa: BLE001 - best effort, the executor may be gone already
                 pass
+
+
+def _usable(fs: FeatureSet, index: int, cfg) -> bool:
+    """False when video ``index``'s file is bad (of a pair row, only the bad one of the two is counted)."""
+    return feature_file_problem(fs.path(index), cfg.method.feature_dim) is None
 
 
 class FeatureSource:
@@ -311,7 +413,7 @@ class FeatureSource:
         """Train: this epoch's ``steps`` batches of (B, T, D) features. Val/test: one video per batch,
         ``features`` (1, T_in, D) with ``label`` (1, C), ``index`` and ``length`` (1,)."""
         if split != "train":
-            return self._videos(shard, device)
+            return self._videos(shard, device, split)
         if self._stream is None or self._stream.next_epoch != epoch:
             self._restart(shard, epoch)
         return self._stream.epoch(epoch, device)
@@ -327,14 +429,26 @@ class FeatureSource:
         if epoch != layout.first_epoch:  # resuming: this worker's shard again, from ``epoch`` on
             shard = train_dataset(self.cfg, layout.rank, layout.world, first_epoch=epoch).iterator()
             layout = context_of(shard).get_config(LAYOUT_KEY)
-        self._stream = _TrainStream(shard, layout, epoch, self.cfg.data.batch_size, self.cfg.data.prefetch_batches)
+        self._stream = _TrainStream(shard, layout, epoch, self.cfg.data.batch_size, self.cfg.data.prefetch_batches,
+                                    cfg=self.cfg, fs=feature_splits(self.cfg).train_set)
 
-    @staticmethod
-    def _videos(shard: Any, device: torch.device) -> Iterator[dict[str, Any]]:
+    def _videos(self, shard: Any, device: torch.device, split: Split = "val") -> Iterator[dict[str, Any]]:
+        """One video per batch in list order; videos of bad files are dropped and counted (``_Skips``)."""
+        splits = feature_splits(self.cfg)
+        if split == "val":
+            fs, total = splits.val_set, len(splits.val_videos)
+        else:
+            fs = load_feature_set(self.cfg.method.feature_root, "test")
+            total = len(fs.videos)
+        skips = _Skips(self.cfg, fs, split, 0, total, self.cfg.data.on_error_eval)
         for batch in shard.iter_batches(batch_size=1, batch_format="numpy"):
+            if int(batch["length"][0]) < 0:
+                skips.add(int(batch["index"][0]))
+                continue
             feats = np.stack([np.asarray(f, dtype=np.float32) for f in batch["features"]])
             yield {"features": torch.from_numpy(feats).to(device), "label": torch.from_numpy(batch["label"]),
                    "index": torch.from_numpy(batch["index"]), "length": torch.from_numpy(batch["length"])}
+        skips.check()
 
     def test_dataset(self) -> "ray.data.Dataset":
         """Every test video (split_test.txt), uniform sampling, in list order."""

@@ -9,6 +9,7 @@ repo, config/model_config.py. Pure numpy/json: the Ray Data source builds on the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from typing import Any, Literal, Mapping
 import numpy as np
 
 __all__ = ["THUMOS14_CLASSES", "SNIPPET_SECONDS", "FeatureSet", "load_feature_set", "feature_set_classes",
-           "video_labels", "sample_indices", "epoch_rng", "ftcl_pairs", "check_feature_set", "is_feature_set"]
+           "video_labels", "sample_indices", "epoch_rng", "ftcl_pairs", "check_feature_set", "is_feature_set",
+           "check_feature_set_once", "feature_set_digest", "feature_file_problem", "FeatureFileError"]
 
 THUMOS14_CLASSES: tuple[str, ...] = (
     "BaseballPitch", "BasketballDunk", "Billiards", "CleanAndJerk", "CliffDiving", "CricketBowling", "CricketShot",
@@ -26,6 +28,12 @@ THUMOS14_CLASSES: tuple[str, ...] = (
     "Shotput", "SoccerPenalty", "TennisSwing", "ThrowDiscus", "VolleyballSpiking")
 SNIPPET_SECONDS = 16 / 25  # 16 frames at 25 fps per snippet
 _SPLITS = {"train": "split_train.txt", "test": "split_test.txt"}
+CHECK_STAMP = ".actionray_checked.json"  # in the feature set's folder: the digest of the last set that passed
+
+
+class FeatureFileError(ValueError):
+    """A snippet-feature file a run reads is missing, unreadable, of the wrong shape or holds NaN/inf (the message
+    names the file). Deterministic: a retry reads the same file (platform.train.PERMANENT_ERRORS)."""
 
 
 def feature_set_classes(gt: Mapping[str, Any]) -> list[str]:
@@ -220,4 +228,56 @@ def _check_array(npy: Path, feature_dim: int, entry: Mapping[str, Any] | None, t
         if abs(arr.shape[0] - expected) > max(tolerance * expected, slack):
             problems.append(f"{arr.shape[0]} snippets, but duration {float(entry['duration']):.1f}s implies "
                             f"about {expected}")
+    return problems
+
+
+def feature_file_problem(npy: str | Path, feature_dim: int) -> str | None:
+    """What is wrong with one feature file (missing, unreadable, shape, NaN/inf), or None."""
+    problems = _check_array(Path(npy), feature_dim, None, 0.0, 0)
+    return "; ".join(problems) if problems else None
+
+
+def feature_set_digest(root: str | Path, feature_dim: int) -> str:
+    """A digest of what ``check_feature_set`` reads: gt.json, the split lists and every listed array's name, size
+    and mtime (stat only, no array is opened), and ``feature_dim``."""
+    root = Path(root)
+    h = hashlib.sha256(f"{root.resolve()}|{feature_dim}".encode())
+    for name in ("gt.json", *_SPLITS.values()):
+        path = root / name
+        h.update(path.read_bytes() if path.is_file() else b"<missing>")
+    for split, name in _SPLITS.items():
+        path = root / name
+        if not path.is_file():
+            continue
+        for video in path.read_text().split():
+            npy = root / split / f"{video}.npy"
+            try:
+                st = npy.stat()
+                h.update(f"{split}/{video}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{split}/{video}:missing\n".encode())
+    return h.hexdigest()
+
+
+def check_feature_set_once(root: str | Path, feature_dim: int) -> list[str]:
+    """``check_feature_set`` (without its length-vs-duration check) unless this very set (same
+    ``feature_set_digest``) passed before: a set that passes
+    leaves a stamp file (``.actionray_checked.json``) in its folder when the folder is writable, so a second run
+    on unchanged files costs a few ``stat`` calls instead of reading every array."""
+    root = Path(root)
+    digest = feature_set_digest(root, feature_dim)
+    stamp = root / CHECK_STAMP
+    try:
+        if json.loads(stamp.read_text()).get("digest") == digest:
+            return []
+    except (OSError, ValueError, AttributeError):
+        pass
+    # Lengths against durations are left to `data check`: sets resampled to a fixed length (ActivityNet releases)
+    # differ from 25 fps / 16-frame snippets by design and still train.
+    problems = check_feature_set(root, feature_dim=feature_dim, length_tolerance=float("inf"))
+    if not problems:
+        try:
+            stamp.write_text(json.dumps({"digest": digest, "feature_dim": feature_dim}))
+        except OSError:  # a read-only set is checked again next time
+            pass
     return problems
