@@ -104,6 +104,10 @@ def _eval(args) -> int:
     from actionray.platform.evaluate import evaluate, parse_views
 
     cfg = _load(args)
+    if args.checkpoint is not None and Path(args.checkpoint).exists():
+        from actionray.platform.checkpoint import resolve_checkpoint
+
+        args.checkpoint = str(resolve_checkpoint(args.checkpoint))  # a run folder: its best checkpoint
     clips, crops = parse_views(args.views) if args.views else (cfg.eval.clips, cfg.eval.crops)
     report = evaluate(cfg, checkpoint=args.checkpoint, reference_layout=args.reference_layout, clips=clips,
                       crops=crops, output=args.output, parent_run_id=_training_run_id(args.checkpoint))

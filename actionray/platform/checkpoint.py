@@ -8,8 +8,11 @@ so a crash mid-write never leaves a truncated file under the final name.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,9 @@ import numpy as np
 import torch
 
 STATE_FILE = "state.pt"
+RUN_INFO = "actionray_run.json"  # in the run folder: MLflow run id, run name, the checkpoint metric (platform.train)
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints and their metrics
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -141,6 +147,58 @@ def newest_complete_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any
             continue
         try:
             return folder, load_state(folder)
-        except Exception:  # noqa: BLE001 -- a truncated copy fails in torch.load/pickle with varied types
+        except Exception as error:  # noqa: BLE001 -- a truncated copy fails in torch.load/pickle with varied types
+            why = " ".join(str(error).split())[:300]
+            log.warning("skipping unreadable checkpoint %s, trying the one before it: %s", folder, why)
             continue
     return None
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def best_checkpoint(run_dir: str | Path) -> tuple[Path, str]:
+    """(folder, how it was chosen) of a run folder's best checkpoint: by the metric the run selected checkpoints
+    with (its ``actionray_run.json``), over the checkpoints Ray Train recorded with their metrics
+    (``checkpoint_manager_snapshot.json``) whose ``state.pt`` is on disk; the newest complete checkpoint when the
+    run records no metric. Raises ``CheckpointError`` when the run has no complete checkpoint."""
+    run_dir = Path(run_dir)
+    metric = _json(run_dir / RUN_INFO).get("checkpoint_metric")
+    if isinstance(metric, list) and len(metric) == 2:
+        name, mode = metric
+        scored = [(r["metrics"][name], r) for r in _json(run_dir / SNAPSHOT).get("checkpoint_results", [])
+                  if isinstance(r, dict) and isinstance(r.get("metrics"), dict)
+                  and isinstance(r["metrics"].get(name), (int, float))
+                  and (run_dir / str(r.get("checkpoint_dir_name")) / STATE_FILE).is_file()]
+        if scored:
+            value, record = (max if mode == "max" else min)(scored, key=lambda pair: pair[0])
+            epoch = record["metrics"].get("epoch")
+            return (run_dir / record["checkpoint_dir_name"],
+                    f"its best checkpoint: {name} {value:.4g}" + (f" at epoch {epoch}" if epoch is not None else ""))
+    found = newest_complete_checkpoint(run_dir)
+    if found is None:
+        raise CheckpointError(f"{run_dir}: a run folder without a complete checkpoint (no checkpoint_* folder with a "
+                              f"readable {STATE_FILE})")
+    return found[0], f"its newest complete checkpoint (epoch {found[1].get('epoch', '?')}; the run records no " \
+                     f"checkpoint metric)"
+
+
+def resolve_checkpoint(path: str | Path, key: str = "--checkpoint") -> Path:
+    """Where a checkpoint is expected (``--checkpoint``, ``method.init_checkpoint``): a checkpoint folder or file
+    as it is, and a run folder (what ``actionray train`` prints as the run's path) as that run's best checkpoint
+    (``best_checkpoint``, said in one line on stderr). Anything else is returned unchanged for the caller's own
+    errors (no such file ...); a folder that is neither a checkpoint nor a run is a ``CheckpointError``."""
+    p = Path(path)
+    if "://" in str(path) or not p.is_dir() or (p / STATE_FILE).is_file():
+        return p
+    if not checkpoint_folders(p):
+        raise CheckpointError(f"{key} {path}: neither a checkpoint folder (no {STATE_FILE}) nor a run folder (no "
+                              f"checkpoint_* folders)")
+    folder, how = best_checkpoint(p)
+    print(f"[actionray] {key} {path} is a run folder: using {how}, {folder.name}", file=sys.stderr, flush=True)
+    return folder

@@ -211,6 +211,10 @@ def evaluate(cfg: ExperimentConfig, *, checkpoint: str | None = None, reference_
     cfg = cfg.with_overrides(overrides)
     if checkpoint is not None and not Path(checkpoint).exists():
         raise ConfigError(f"--checkpoint {checkpoint}: no such file or folder")
+    if checkpoint is not None:
+        from actionray.platform.checkpoint import resolve_checkpoint
+
+        checkpoint = str(resolve_checkpoint(checkpoint))  # a run folder: its best checkpoint
     check_weights(cfg, checkpoint, reference_layout)
     ensure_ray(cfg)
     evaluation = cfg.recipe.test(cfg, checkpoint=checkpoint, reference_layout=reference_layout, output=output)

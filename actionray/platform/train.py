@@ -119,6 +119,18 @@ def check_inputs(cfg: ExperimentConfig) -> None:
                    min_entries={"data.train_list": cfg.scaling.num_workers * data.batch_size})
 
 
+def resolve_init_checkpoint(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with a run folder in ``method.init_checkpoint`` replaced by that run's best checkpoint
+    (``checkpoint.resolve_checkpoint``), so the workers load the same folder the driver checked."""
+    from actionray.platform.checkpoint import resolve_checkpoint
+
+    init = getattr(cfg.method, "init_checkpoint", None)
+    if init is None:
+        return cfg
+    resolved = resolve_checkpoint(init, key="method.init_checkpoint")
+    return cfg if str(resolved) == str(init) else cfg.with_overrides({"method.init_checkpoint": str(resolved)})
+
+
 def check_resources(cfg: ExperimentConfig) -> None:
     """The CPUs and GPUs the workers ask for, plus a CPU for decoding, exist in the Ray cluster (else Train retries
     its start-up forever, or Ray Data waits forever for a CPU the workers took)."""
@@ -337,7 +349,8 @@ def build_run(cfg: ExperimentConfig, *, run_name: str | None = None, callbacks: 
         raise
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RUN_INFO).write_text(json.dumps({"mlflow_run_id": tracker.run_id, "run_name": name}))
+        (run_dir / RUN_INFO).write_text(json.dumps({"mlflow_run_id": tracker.run_id, "run_name": name,
+                                                    "checkpoint_metric": list(cfg.checkpoint_metric)}))
     return Run(trainer, tracker, run_dir, name)
 
 
@@ -445,6 +458,7 @@ def fit(cfg: ExperimentConfig, *, resume: bool | str | Path = False,
     Raises ``ConfigError`` for bad input (before Ray starts where it can be checked) and
     :class:`TrainInterrupted` on SIGINT/SIGTERM.
     """
+    cfg = resolve_init_checkpoint(cfg)
     check_inputs(cfg)
     point = None
     if resume:
