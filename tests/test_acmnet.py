@@ -61,6 +61,27 @@ def test_dropout_only_in_training_mode():
     torch.testing.assert_close(a.inst_feature, c.inst_feature)  # branch features use the un-dropped embedding
 
 
+def test_activitynet_input_dropout_acts_in_training_only_and_keeps_the_state_dict():
+    torch.manual_seed(0)
+    plain = build_acmnet(feature_dim=16, num_classes=3, fc_dim=8)
+    anet = build_acmnet(feature_dim=16, num_classes=3, fc_dim=8, input_dropout=True)
+    anet.load_state_dict(plain.state_dict())  # no new parameters: same names as the THUMOS14 network
+    x = torch.rand(2, 24, 16)
+    plain.eval(), anet.eval()
+    torch.testing.assert_close(plain(x).attention, anet(x).attention)
+    anet.train()
+    assert not torch.allclose(plain(x).attention, anet(x).attention)  # dropout before embedding and attention
+
+
+def test_activitynet_instance_loss_weight_scales_the_instance_term():
+    torch.manual_seed(0)
+    model = build_acmnet(feature_dim=16, num_classes=3, fc_dim=8).eval()
+    out, labels = model(torch.rand(2, 24, 16)), torch.tensor([[1.0, 0, 0], [0, 1.0, 1.0]])
+    one, terms = acm_loss(out, labels)
+    five, _ = acm_loss(out, labels, weights={"inst": 5.0})
+    torch.testing.assert_close(five - one, 4 * terms["inst"])
+
+
 def test_ftcl_checkpoint_layout_round_trip_is_strict(tmp_path):
     source = build_acmnet(feature_dim=16, num_classes=3, fc_dim=8)
     path = tmp_path / "THUMOS_best.pth"

@@ -169,3 +169,55 @@ def test_dclr_queue_must_suit_every_size_of_an_elastic_group():
     with pytest.raises(ConfigError, match=r"method.queue_size=48") as error:
         build_config({**tree, "scaling": {"num_workers": [1, 3]}})  # 24 does not divide 64
     assert "an elastic group may have 3" in str(error.value)
+
+
+# -- reference blocks (docs/reproduce.md) -----------------------------------------------------------------------
+REFERENCE = {"metric": "test_top1", "value": 0.8303, "source": "MMAction2 tsn_r50_1x1x3_75e_ucf101_rgb.py",
+             "setting": "25 segments x 3 crops"}
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if not p.name.startswith("demo_")],
+                         ids=[p.name for p in CONFIGS if not p.name.startswith("demo_")])
+def test_every_reference_recipe_states_its_published_number_or_an_explicit_null(path, workdir):
+    import yaml
+
+    lines = path.read_text().splitlines()
+    assert "reference" in yaml.safe_load(path.read_text()), f"{path.name}: no reference block (or reference: null)"
+    cfg = load_config(path)
+    if cfg.reference is None:  # null only with a comment saying why (no number in the sources)
+        at = lines.index("reference: null")
+        assert at > 0 and lines[at - 1].startswith("#"), f"{path.name}: reference: null needs a comment above it"
+    else:
+        assert 0.0 < cfg.reference.value <= 1.0 and cfg.reference.metric.startswith("test_")
+        assert cfg.flat()["reference.source"] == cfg.reference.source  # an MLflow param of the training run
+
+
+def test_a_reference_block_rejects_unknown_keys_and_metrics_the_method_does_not_report():
+    with pytest.raises(ConfigError, match=r"reference\.valu: unknown key; allowed keys here: metric, setting, "
+                                          r"source, value"):
+        build_config({**TSN, "reference": {**REFERENCE, "valu": 1}})
+    with pytest.raises(ConfigError, match=r"reference\.metric: 'test_map_avg' is not a metric this method reports; "
+                                          r"choose one of test_top1"):
+        build_config({**TSN, "reference": {**REFERENCE, "metric": "test_map_avg"}})
+    with pytest.raises(ConfigError, match=r"reference\.value: 83\.03 is not a fraction in \[0, 1\]; .*0\.8303"):
+        build_config({**TSN, "reference": {**REFERENCE, "value": 83.03}})
+    with pytest.raises(ConfigError, match=r"reference\.source: Field required"):
+        build_config({**TSN, "reference": {k: v for k, v in REFERENCE.items() if k != "source"}})
+    assert build_config({**TSN, "reference": {**REFERENCE, "metric": "val_top5"}}).reference.metric == "val_top5"
+
+
+def test_eval_compares_ours_with_the_reference_and_tags_the_run():
+    from actionray.platform.evaluate import compare_with_reference, reference_line
+    from actionray.platform.tracking import reference_tags
+
+    cfg = build_config({**TSN, "reference": REFERENCE})
+    comparison = compare_with_reference(cfg, {"test_top1": 0.85, "test_top5": 0.97})
+    assert comparison["ours"] == 0.85 and comparison["reference"] == 0.8303
+    assert comparison["difference"] == pytest.approx(0.0197)
+    line = reference_line(comparison)
+    assert line.startswith("test_top1: ours 85.00 %, reference 83.03 % (MMAction2") and line.endswith("+1.97 points")
+    assert reference_tags(cfg) == {"reference.metric": "test_top1", "reference.value": "0.8303",
+                                   "reference.source": REFERENCE["source"]}
+    assert reference_tags(build_config(TSN)) == {}
+    val = build_config({**TSN, "reference": {**REFERENCE, "metric": "val_top1"}})
+    assert compare_with_reference(val, {"test_top1": 0.8})["metric"] == "test_top1"  # eval measures the test twin

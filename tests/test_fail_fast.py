@@ -158,3 +158,47 @@ def test_too_many_skipped_samples_fail_once_with_the_whole_message(ray_local, sy
     assert type(root).__name__ == "PermanentTrainingError" and root.kind == "TooManySkippedError"
     assert str(root).startswith("TooManySkippedError: train epoch 0: skipped 1 of ") and "broken.mp4" in str(root)
     assert ray.get(monitor_of(run.trainer.datasets["train"]).starts.remote()) == 1  # one attempt, no retry
+
+
+def test_a_synth_config_whose_lists_point_elsewhere_is_refused_before_any_video_is_written(synth_videos, workdir,
+                                                                                            capsys):
+    out_dir = workdir / "gen"
+    cfg = tiny_config(synth_videos, workdir, data={"train_list": str(workdir / "elsewhere" / "train.txt"),
+                                                   "synth": {"out_dir": str(out_dir), "videos_per_class": 2}})
+    config = write_config(cfg, workdir)
+    start = time.monotonic()
+    code, err = run_main(["train", config], capsys)
+    assert time.monotonic() - start < 2.0
+    assert code == 2
+    assert error_lines(err) == [f"error: data.train_list is {workdir / 'elsewhere' / 'train.txt'} but data.synth "
+                                f"writes {out_dir / 'train.txt'}; point data.train_list/val_list at "
+                                f"data.synth.out_dir ({out_dir}), or drop data.synth"]
+    assert not out_dir.exists() and not (workdir / "runs").exists() and not (workdir / "mlflow.db").exists()
+    # the class count is checked before generating too
+    wrong = tiny_config(synth_videos, workdir, data={"train_list": str(out_dir / "train.txt"),
+                                                     "val_list": str(out_dir / "val.txt"), "num_classes": 3,
+                                                     "synth": {"out_dir": str(out_dir), "videos_per_class": 2}})
+    code, err = run_main(["train", write_config(wrong, workdir)], capsys)
+    assert code == 2 and error_lines(err) == ["error: data.num_classes is 3 but data.synth generates 8 classes "
+                                              "(the default demo set)"]
+    assert not out_dir.exists()
+
+
+def test_a_feature_set_with_another_class_count_is_refused_before_mlflow_or_ray(workdir, capsys):
+    import ray
+
+    from actionray.synthetic.features import write_synthetic_feature_set
+
+    feats = write_synthetic_feature_set(workdir / "feats", num_classes=2, train_videos=8, test_videos=2,
+                                        feature_dim=8, min_snippets=12, max_snippets=20, instance_snippets=(2, 4))
+    tree = {"name": "acm", "method": {"name": "acmnet", "feature_root": str(feats.root), "feature_dim": 8,
+                                      "num_segments": 8},
+            "data": {"num_classes": 5}, "train": {"storage_path": str(workdir / "runs")},
+            "tracking": {"uri": f"sqlite:///{workdir / 'mlflow.db'}"}}
+    (workdir / "acm.yaml").write_text(yaml.safe_dump(tree))
+    was_running = ray.is_initialized()
+    code, err = run_main(["train", str(workdir / "acm.yaml")], capsys)
+    assert code == 2 and error_lines(err) == [f"error: data.num_classes is 5 but the feature set {feats.root} has "
+                                              f"2 classes"]
+    assert ray.is_initialized() == was_running
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "runs").exists()

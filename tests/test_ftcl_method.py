@@ -105,6 +105,18 @@ def test_a_bad_feature_root_or_init_checkpoint_fails_before_ray_starts(features,
             check_inputs(wtal_config(features, tmp_path, "ftcl", method={"init_checkpoint": str(path)}))
 
 
+def test_ftcl_refuses_to_start_without_the_acmnet_checkpoint_unless_from_scratch(features, tmp_path):
+    from actionray.config import ConfigError
+    from actionray.platform.train import check_inputs
+
+    with pytest.raises(ConfigError) as error:
+        check_inputs(wtal_config(features, tmp_path, "ftcl"))
+    message = str(error.value)
+    assert "\n" not in message and "method.init_checkpoint" in message
+    assert "actionray train configs/acmnet_thumos14.yaml" in message and "method.from_scratch" in message
+    check_inputs(wtal_config(features, tmp_path, "ftcl", method={"from_scratch": True}))  # starts
+
+
 def _fixed_batch(features, cfg, pairs: bool):
     from actionray.platform.data.feature_source import _light, _load_train_rows, feature_splits
 

@@ -128,3 +128,30 @@ def test_unreadable_files_are_reported_with_their_source_line_and_left_out(synth
     missing = next(f for f in result.failures if f[2] == "file not found")
     assert missing[0] == f"{split_dir / 'testlist01.txt'}:1" and missing[1].endswith(first_test)
     assert result.counts == {"train": 3 * len(order) - 1, "val": len(order) - 1}
+
+
+def test_diving48_official_json_lists_become_train_and_val_lists(synth_videos, tmp_path, capsys):
+    import json
+
+    from actionray.cli import main
+
+    source = sorted((synth_videos.root / "videos").rglob("*.mp4"))[:3]
+    videos, ann = tmp_path / "rgb", tmp_path / "annotations"
+    videos.mkdir()
+    ann.mkdir()
+    for k, path in enumerate(source):
+        shutil.copy(path, videos / f"clip_{k:05d}.mp4")
+    train = [{"vid_name": "clip_00000", "label": 0, "start_frame": 0, "end_frame": 23},
+             {"vid_name": "clip_00001", "label": 47, "start_frame": 0, "end_frame": 23}]
+    (ann / "Diving48_V2_train.json").write_text(json.dumps(train))
+    (ann / "Diving48_V2_test.json").write_text(json.dumps([{"vid_name": "clip_00002", "label": 5,
+                                                             "start_frame": 0, "end_frame": 23}]))
+    assert main(["data", "list", "diving48", str(ann), "--videos", str(videos), "--out", str(tmp_path / "out"),
+                 "--workers", "1", "--quiet"]) == 0
+    rows = _rows(tmp_path / "out" / "diving48_train.txt")
+    assert [(Path(p).name, n, label) for p, n, label in rows] == [("clip_00000.mp4", 24, 0), ("clip_00001.mp4", 24, 47)]
+    assert [label for _, _, label in _rows(tmp_path / "out" / "diving48_val.txt")] == [5]
+    assert len((tmp_path / "out" / "classInd.txt").read_text().splitlines()) == 48
+    (ann / "Diving48_V2_test.json").write_text(json.dumps([{"vid_name": "clip_00002", "label": 48}]))
+    with pytest.raises(lists.ListBuildError, match=r"Diving48_V2_test\.json\[0\]: label 48 is not a class id 0\.\.47"):
+        lists.from_diving48(ann, videos)

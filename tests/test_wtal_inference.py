@@ -93,6 +93,22 @@ def test_seconds_unit_scales_segment_times():
     assert by_dur[0]["segment"][1] == pytest.approx(2 * by_len[0]["segment"][1])
 
 
+def test_activitynet_rules_mix_attention_into_the_scores_and_add_the_video_score():
+    cas, att, scores = _hand_built()
+    plain = video_proposals(cas, att, scores, 40, class_names=NAMES)
+    assert plain == video_proposals(cas, att, scores, 40, class_names=NAMES, attention_mix=0.0,
+                                    video_score_weights=(0.0, 0.0))  # the defaults are the THUMOS14 rules
+    one = dict(cas_thresholds=(), attention_thresholds=(0.5,), nms_threshold=1.0)
+    base = video_proposals(cas, att, scores, 40, class_names=NAMES, **one)
+    bonus = video_proposals(cas, att, scores, 40, class_names=NAMES, video_score_weights=(0.0, 0.25), **one)
+    assert [p["segment"] for p in bonus] == [p["segment"] for p in base]
+    for b, p in zip(bonus, base):  # main_act.py: + gamma x the class's video score in the attention pass
+        assert b["score"] == pytest.approx(p["score"] + 0.25 * scores[NAMES.index(p["label"])])
+    mixed = video_proposals(cas, att, scores, 40, class_names=NAMES, attention_mix=0.3, **one)
+    assert [p["segment"] for p in mixed] == [p["segment"] for p in base]  # same runs, other scores
+    assert [p["score"] for p in mixed] != [p["score"] for p in base]
+
+
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="do not fit"):
         video_proposals(np.zeros((10, 4)), np.zeros(9), np.zeros(4), 10, class_names=NAMES)

@@ -12,6 +12,8 @@ sources:
   ucf101   SPLIT_DIR with classInd.txt, trainlist0K.txt, testlist0K.txt; videos under --videos
   hmdb51   SPLIT_DIR with <class>_test_splitK.txt (flag 1 train, 2 test, 0 unused); videos under --videos
   ssv1     SPLIT_DIR with something-something-v1-{labels,train,validation}.csv; frame folders under --videos
+  diving48 SPLIT_DIR with Diving48_V2_{train,test}.json (lists of {vid_name, label, start_frame, end_frame})
+           and optionally Diving48_vocab.json (class names); videos <vid_name>.mp4 under --videos
 Every list line is 'path num_frames label' (0-based labels), paths relative to --out; classInd.txt is
 written next to the lists. Files that cannot be read are printed and left out; the exit code is 1 unless
 --allow-missing is given."""
@@ -61,6 +63,9 @@ def _list(args: argparse.Namespace) -> int:
         elif args.source == "hmdb51":
             splits, names = lists.from_hmdb51(args.path, _videos(args), split=args.split, fmt=fmt)
             list_names = {s: f"hmdb51_{s}_split_{args.split}.txt" for s in splits}
+        elif args.source == "diving48":
+            splits, names = lists.from_diving48(args.path, _videos(args), fmt=fmt)
+            list_names = {s: f"diving48_{s}.txt" for s in splits}
         else:
             splits, names = lists.from_something_v1(args.path, _videos(args))
             list_names = {s: f"ssv1_{s}.txt" for s in splits}
@@ -188,9 +193,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lst = commands.add_parser("list", help="build TSN list files from a folder tree or an official split",
                               description="Build 'path num_frames label' lists, counting frames in parallel.",
                               epilog=_EPILOG_LIST, formatter_class=argparse.RawDescriptionHelpFormatter)
-    lst.add_argument("source", choices=("folder", "ucf101", "hmdb51", "ssv1"), help="layout of PATH")
+    lst.add_argument("source", choices=("folder", "ucf101", "hmdb51", "ssv1", "diving48"), help="layout of PATH")
     lst.add_argument("path", help="data folder (folder) or folder with the official split/annotation files")
-    lst.add_argument("--videos", help="video (or frame-folder) root for ucf101 / hmdb51 / ssv1")
+    lst.add_argument("--videos", help="video (or frame-folder) root for ucf101 / hmdb51 / ssv1 / diving48")
     lst.add_argument("--out", required=True, help="folder for the lists and classInd.txt")
     lst.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="official split number (default 1)")
     lst.add_argument("--format", choices=("video", "frames"), default="video",

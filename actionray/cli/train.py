@@ -112,6 +112,10 @@ def _eval(args) -> int:
     report = evaluate(cfg, checkpoint=args.checkpoint, reference_layout=args.reference_layout, clips=clips,
                       crops=crops, output=args.output, parent_run_id=_training_run_id(args.checkpoint))
     print(json.dumps(report, indent=2))
+    if "reference" in report:
+        from actionray.platform.evaluate import reference_line
+
+        print(reference_line(report["reference"]), file=sys.stderr, flush=True)
     return 0
 
 

@@ -58,7 +58,7 @@ class ACMNet(nn.Module):
 
     def __init__(self, feature_dim: int = 2048, num_classes: int = 20, dropout: float = 0.7,
                  inst_topk_div: int = 8, cont_topk_div: int = 3, back_topk_div: int = 3,
-                 fc_dim: int = 1024, lcs_len: int = 30, fsd_len: int = 5) -> None:
+                 fc_dim: int = 1024, lcs_len: int = 30, fsd_len: int = 5, input_dropout: bool = False) -> None:
         super().__init__()
         if fc_dim % 2:
             raise ValueError(f"fc_dim={fc_dim}: must be even (FSD splits it into match and gap halves)")
@@ -66,6 +66,9 @@ class ACMNet(nn.Module):
         self.topk_divs = (inst_topk_div, cont_topk_div, back_topk_div)
         self.lcs_len, self.fsd_len = lcs_len, fsd_len
         self.dropout = nn.Dropout(dropout)
+        # ActivityNet variant of the ACM-Net repo (model/ACMNet.py, any dataset but THUMOS): the same dropout also on
+        # the input features before the embedding conv and on the embedding before the attention branch.
+        self.input_dropout = input_dropout
         # Index 0 holds the conv so the key is feature_embedding.0.* as in the reference.
         self.feature_embedding = nn.Sequential(
             nn.Conv1d(feature_dim, feature_dim, kernel_size=3, padding=1), nn.ReLU())
@@ -76,8 +79,9 @@ class ACMNet(nn.Module):
     def forward(self, x: Tensor) -> ACMNetOutput:
         """Snippet features (B, T, feature_dim) -> named outputs (dropout only in training mode)."""
         b, t, _ = x.shape
-        emb = self.feature_embedding(x.transpose(1, 2))                    # (B, D, T)
-        att = F.softmax(self.att_branch(emb), dim=1).transpose(1, 2)       # (B, T, 3)
+        inp = x.transpose(1, 2)
+        emb = self.feature_embedding(self.dropout(inp) if self.input_dropout else inp)  # (B, D, T)
+        att = F.softmax(self.att_branch(self.dropout(emb) if self.input_dropout else emb), dim=1).transpose(1, 2)
         emb = emb.transpose(1, 2)                                          # (B, T, D), the un-dropped E0
         dropped = emb
         if self.training:

@@ -232,6 +232,21 @@ class EvalConfig(Section):
     output_dir: str = "runs/eval"
 
 
+class ReferenceConfig(Section):
+    """The published number a reference recipe is expected to reproduce (docs/reproduce.md).
+
+    ``metric``: a metric the method reports (``val_*``) or the test metric ``actionray eval`` reports for it
+    (``test_top1``, ``test_map_avg`` ...). ``value``: a **fraction**, like every metric the platform reports
+    (a paper's 83.03 % is 0.8303); ``source``: paper + table/row or repository + file; ``setting``: what the
+    number was measured with (frames, clips x crops, pre-training data). A config without a published number
+    says ``reference: null``."""
+
+    metric: str = Field(min_length=1)
+    value: float
+    source: str = Field(min_length=1)
+    setting: str = Field(min_length=1)
+
+
 class MethodConfig(Section):
     """Base of every method's config section; ``name`` selects the method (a discriminated union by name).
 
@@ -284,6 +299,7 @@ class ExperimentConfig(Section):
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    reference: ReferenceConfig | None = None  # the published number of a reference recipe (ReferenceConfig)
     _catalog: MethodCatalog | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -501,6 +517,10 @@ def build_config(tree: dict[str, Any], overrides: list[str] | None = None, *, me
     if cfg.train.checkpoint_metric is not None and cfg.train.checkpoint_metric not in reported:
         raise ConfigError(f"invalid config {source}:\n  train.checkpoint_metric: {cfg.train.checkpoint_metric!r} "
                           f"is not a metric {method.name} reports; choose one of {', '.join(reported)}")
+    if cfg.reference is not None:
+        problem = reference_problem(cfg.reference, cfg.recipe.metrics(cfg))
+        if problem:
+            raise ConfigError(f"invalid config {source}:\n  {problem}")
     # Optional method hook for checks across sections (e.g. a queue length against the global batch);
     # it raises ValueError with a one-line message naming the keys.
     check = getattr(cfg.recipe, "check_config", None)
@@ -510,6 +530,23 @@ def build_config(tree: dict[str, Any], overrides: list[str] | None = None, *, me
         except ValueError as error:
             raise ConfigError(f"invalid config {source}:\n  {error}") from None
     return _resolve_paths(cfg, base_dir or Path.cwd()) if resolve else cfg
+
+
+def reference_problem(reference: ReferenceConfig, spec: Any) -> str | None:
+    """What is wrong with a ``reference`` block for a method's MetricSpec (one line naming the key), or None.
+
+    The metric must be one the method reports or the ``test_`` twin of a reported ``val_`` metric (what
+    ``actionray eval`` reports); a percent metric's value must be a fraction in [0, 1]."""
+    metric = reference.metric
+    twin = "val_" + metric.removeprefix("test_") if metric.startswith("test_") else metric
+    if metric not in spec.reported and twin not in spec.reported:
+        tests = [f"test_{m.removeprefix('val_')}" for m in spec.reported if m.startswith("val_")]
+        return (f"reference.metric: {metric!r} is not a metric this method reports; choose one of "
+                f"{', '.join([*tests, *spec.reported])}")
+    if twin in spec.percent and not 0.0 <= reference.value <= 1.0:
+        return (f"reference.value: {reference.value} is not a fraction in [0, 1]; {metric} is reported as a "
+                f"fraction (write {reference.value / 100:g} for {reference.value:g} %)")
+    return None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, *, methods: MethodCatalog) -> ExperimentConfig:

@@ -137,11 +137,13 @@ def _class_ap(gt: dict[str, list], preds: list, thresholds: np.ndarray) -> np.nd
 
 def evaluate_detection(gt_path_or_dict: str | Path | Mapping[str, Any],
                        predictions_path_or_dict: str | Path | Mapping[str, Any], subset: str = "test",
-                       tiou_thresholds: tuple[float, ...] | list[float] = DEFAULT_TIOU_THRESHOLDS) -> dict[str, Any]:
+                       tiou_thresholds: tuple[float, ...] | list[float] = DEFAULT_TIOU_THRESHOLDS,
+                       average_up_to: float | None = _AVERAGE_UP_TO) -> dict[str, Any]:
     """mAP per tIoU threshold and the average over 0.1-0.7 (percent) of ActivityNet-style predictions.
 
     Returns ``tiou_thresholds``, ``map`` (fractions, one per threshold), ``average_map`` (100 x mean of the
-    thresholds <= 0.7, the THUMOS14 headline), ``average_over``, ``ap_per_class`` ({label: [AP per threshold]}),
+    thresholds <= ``average_up_to``: 0.7 is the THUMOS14 headline; None averages every threshold, the
+    ActivityNet headline over 0.5:0.05:0.95), ``average_over``, ``ap_per_class`` ({label: [AP per threshold]}),
     ``classes``, ``num_ground_truth``, ``num_predictions``.
     """
     gt, gt_name = _load(gt_path_or_dict, "ground truth")
@@ -153,7 +155,8 @@ def evaluate_detection(gt_path_or_dict: str | Path | Mapping[str, Any],
         raise ValueError(f"tiou_thresholds {list(tiou_thresholds)}: need one or more values in (0, 1]")
     ap = np.stack([_class_ap(gt_by_class[c], pred_by_class.get(c, []), thresholds) for c in classes])
     mean_ap = ap.mean(axis=0)
-    head = thresholds <= _AVERAGE_UP_TO + 1e-6  # 0.7000000000000001 belongs to the headline range
+    head = (thresholds <= average_up_to + 1e-6 if average_up_to is not None  # 0.7000000000000001 is in 0.1-0.7
+            else np.ones(thresholds.shape, dtype=bool))
     if not head.any():
         head = np.ones_like(head)
     return {
@@ -172,8 +175,11 @@ def format_detection_table(result: Mapping[str, Any]) -> str:
     """The mAP table: one header row of tIoU thresholds, one row of mAP in percent, then the average."""
     thresholds, maps = result["tiou_thresholds"], result["map"]
     over = result["average_over"]
-    avg_name = f"avg({over[0]:.1f}-{over[-1]:.1f})"
-    header = "tIoU   " + " ".join(f"{t:>6.1f}" for t in thresholds) + f"  {avg_name:>13}"
+    def show(t: float) -> str:
+        return f"{round(t, 2):g}"  # 0.1, 0.55 (a threshold list of 0.05 steps stays readable)
+
+    avg_name = f"avg({show(over[0])}-{show(over[-1])})"
+    header = "tIoU   " + " ".join(f"{show(t):>6}" for t in thresholds) + f"  {avg_name:>13}"
     row = "mAP(%) " + " ".join(f"{100 * m:>6.2f}" for m in maps) + f"  {result['average_map']:>13.2f}"
     return (f"{header}\n{row}\n"
             f"{result['num_predictions']} predictions, {result['num_ground_truth']} ground-truth segments, "

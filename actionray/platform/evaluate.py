@@ -221,6 +221,8 @@ def evaluate(cfg: ExperimentConfig, *, checkpoint: str | None = None, reference_
     report = {**evaluation.artifacts.get("report", {}), **evaluation.metrics,
               "checkpoint": checkpoint or getattr(cfg.method, "reference_checkpoint", None)}
     report.update({k.removeprefix("test_"): v for k, v in evaluation.metrics.items()})
+    if cfg.reference is not None:
+        report["reference"] = compare_with_reference(cfg, evaluation.metrics)
     if log_to_mlflow and cfg.tracking.enabled:
         views = report.get("views")
         test_list = Path(cfg.data.test_list or cfg.data.val_list).stem  # the list and views tell evals apart
@@ -228,6 +230,31 @@ def evaluate(cfg: ExperimentConfig, *, checkpoint: str | None = None, reference_
         _log_eval(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location, name, report,
                   [Path(f) for f in evaluation.artifacts.get("files", [])], cfg, evaluation.metrics, parent_run_id)
     return report
+
+
+def compare_with_reference(cfg: ExperimentConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Ours against the config's ``reference`` block: {metric, ours, reference, difference (ours - reference),
+    source, setting}; a ``val_`` reference metric is compared with its ``test_`` twin, the number eval measures.
+    ``ours``/``difference`` are None when the protocol did not report the metric."""
+    ref = cfg.reference
+    key = ref.metric if ref.metric in metrics else "test_" + ref.metric.removeprefix("val_")
+    ours = metrics.get(key)
+    ours = float(ours) if isinstance(ours, (int, float)) else None
+    return {"metric": key, "ours": ours, "reference": ref.value,
+            "difference": None if ours is None else ours - ref.value, "source": ref.source, "setting": ref.setting}
+
+
+def reference_line(comparison: dict[str, Any]) -> str:
+    """One line for the console: ``test_top1: ours 85.12 %, reference 83.03 % (source), difference +2.09 points``
+    (fractions shown as percent when they are fractions)."""
+    def show(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f} %" if 0.0 <= value <= 1.0 else f"{value:.4g}"
+
+    c = comparison
+    diff = ("n/a" if c["difference"] is None else f"{100 * c['difference']:+.2f} points"
+            if 0.0 <= c["reference"] <= 1.0 else f"{c['difference']:+.4g}")
+    return (f"{c['metric']}: ours {show(c['ours'])}, reference {show(c['reference'])} ({c['source']}; "
+            f"{c['setting']}), difference {diff}")
 
 
 def aggregate(paths: Sequence[str], *, combine: str = "mean_prob", tracking_uri: str | None = None,
@@ -266,6 +293,14 @@ def _log_eval(uri: str, experiment: str, artifact_location: str | None, run_name
         return
     run_id = tracker.run_id
     tracker.log_params({k: v for k, v in report.items() if k in ("views", "combine", "checkpoint", "files")})
+    if cfg is not None and cfg.reference is not None:
+        from actionray.platform.tracking import reference_tags
+
+        tracker.log_params(reference_tags(cfg))
+        tracker.set_tags(reference_tags(cfg))
+        difference = report.get("reference", {}).get("difference")
+        if difference is not None:
+            metrics = {**metrics, "reference_difference": difference}
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=0)
     for path in artifacts:
         tracker.log_artifact(path, "scores")

@@ -169,8 +169,18 @@ def run_tags(cfg: ExperimentConfig, extra: dict[str, Any] | None = None) -> dict
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
+    tags.update(reference_tags(cfg))
     tags.update({k: str(v) for k, v in (extra or {}).items()})
     return tags
+
+
+def reference_tags(cfg: ExperimentConfig) -> dict[str, str]:
+    """``reference.metric``, ``reference.value``, ``reference.source`` of the config's reference block (the
+    published number the recipe should reproduce, docs/reproduce.md); empty when it has none."""
+    ref = getattr(cfg, "reference", None)
+    if ref is None:
+        return {}
+    return {"reference.metric": ref.metric, "reference.value": str(ref.value), "reference.source": ref.source}
 
 
 def run_facts(cfg: ExperimentConfig) -> dict[str, str]:

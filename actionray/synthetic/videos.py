@@ -375,13 +375,22 @@ def generate_from_config(synth_cfg) -> SynthDataset:
 
 
 def prepare_data(cfg) -> None:
-    """Generate the demo videos when ``data.synth`` is set and the train list does not exist yet."""
+    """Generate the demo videos when ``data.synth`` is set and the train list does not exist yet, after checking
+    that the lists it writes are the config's lists and its classes number ``data.num_classes`` (a mismatch is
+    refused before any video is written)."""
     synth = cfg.data.synth
     if synth is None or Path(cfg.data.train_list).exists():
         return
     from actionray.platform.config import ConfigError
 
-    out = generate_from_config(synth)
-    if Path(out.train_list) != Path(cfg.data.train_list):
-        raise ConfigError(f"data.synth wrote {out.train_list} but data.train_list is {cfg.data.train_list}; "
-                          f"point data.train_list/val_list at data.synth.out_dir")
+    root = Path(synth.out_dir).resolve()
+    for key, name in (("train_list", "train.txt"), ("val_list", "val.txt")):
+        given = getattr(cfg.data, key)
+        if given is not None and Path(given).resolve() != root / name:
+            raise ConfigError(f"data.{key} is {given} but data.synth writes {root / name}; point data.train_list/"
+                              f"val_list at data.synth.out_dir ({synth.out_dir}), or drop data.synth")
+    classes = len(synth.classes) if synth.classes else len(DEFAULT_CLASSES)
+    if classes != cfg.data.num_classes:
+        raise ConfigError(f"data.num_classes is {cfg.data.num_classes} but data.synth generates {classes} classes "
+                          f"({'data.synth.classes' if synth.classes else 'the default demo set'})")
+    generate_from_config(synth)

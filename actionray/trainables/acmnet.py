@@ -37,9 +37,14 @@ from actionray.platform.config import ConfigError, ExperimentConfig, MethodConfi
 from actionray.platform.method import Batch, Evaluation, MetricSpec, StepOutput
 
 __all__ = ["SynthFeaturesConfig", "WTALConfig", "ACMNetConfig", "WTALMethod", "ACMNetMethod", "THRESHOLD_NAMES",
-           "prepare_features", "METHOD"]
+           "threshold_names", "prepare_features", "METHOD"]
 
-THRESHOLD_NAMES = tuple(f"{t:.1f}" for t in np.arange(0.1, 1.0, 0.1))  # detection tIoU 0.1 .. 0.9
+THRESHOLD_NAMES = tuple(f"{t:.1f}" for t in np.arange(0.1, 1.0, 0.1))  # detection tIoU 0.1 .. 0.9 (THUMOS)
+
+
+def threshold_names(thresholds: Iterable[float]) -> tuple[str, ...]:
+    """Metric-name suffixes of tIoU thresholds: 0.1 -> "0.1", 0.55 -> "0.55" (``val_map_0.55``)."""
+    return tuple(f"{round(float(t), 2):g}" for t in thresholds)
 
 
 class SynthFeaturesConfig(Section):
@@ -80,6 +85,26 @@ class WTALConfig(MethodConfig):
     lcs_threshold: float = 0.92
     cls_threshold: float = Field(0.25, ge=0.0, le=1.0)  # classes proposed per test video
     nms_threshold: float = Field(0.55, gt=0.0, le=1.0)
+    # Proposal rules (trainables/wtal_inference.py): the defaults are the FTCL repo's THUMOS14 ones (test_thu.py);
+    # the ActivityNet recipes set the ACM-Net repo's main_act.py values (thresholds 0.005-0.02 on both passes,
+    # outer ratio 0.15, attention mix 0.3, video-score weights 0 / 0.25).
+    cas_thresholds: list[float] = Field(default_factory=lambda: [float(t) for t in np.arange(0.15, 0.25, 0.05)],
+                                        min_length=1)
+    attention_thresholds: list[float] = Field(
+        default_factory=lambda: [float(t) for t in np.arange(0.15, 1.0, 0.05)], min_length=1)
+    outer_ratio: float = Field(0.2, ge=0.0)
+    attention_mix: float = Field(0.0, ge=0.0, le=1.0)
+    video_score_weights: tuple[float, float] = (0.0, 0.0)  # added x video score: (CAS pass, attention pass)
+    # ActivityNet network and loss of the ACM-Net repo: dropout also before the embedding and the attention branch
+    # (model/ACMNet.py), instance-branch classification loss x5 (utils/net_utils.py); THUMOS: off and 1.0.
+    input_dropout: bool = False
+    inst_loss_weight: float = Field(1.0, ge=0.0)
+    # Detection mAP thresholds and the headline average: THUMOS14 (default) is np.arange(0.1, 1.0, 0.1) with the
+    # average over 0.1-0.7 (FTCL repo, main_thu.py / utils/net_evaluation.py); ActivityNet is 0.5:0.05:0.95 with
+    # the average over all ten (ACM-Net repo, config/model_config.py "ActivityNet" tiou_thresholds).
+    tiou_thresholds: list[float] = Field(default_factory=lambda: [float(t) for t in np.arange(0.1, 1.0, 0.1)],
+                                         min_length=1)
+    average_up_to: float | None = Field(0.7, gt=0.0, le=1.0)  # None = the mean over every threshold
     reference_checkpoint: str | None = None  # an FTCL-repo checkpoint {'epoch', 'model_state_dict'} for eval
     synth_features: SynthFeaturesConfig | None = None
     path_fields: ClassVar[tuple[str, ...]] = ("feature_root", "reference_checkpoint")
@@ -119,7 +144,9 @@ def _proposals(model, features: torch.Tensor, length: int) -> list[dict]:
     opts = model.proposal_options
     return video_proposals(out.inst_cas[0].float().cpu().numpy(), out.attention[0].float().cpu().numpy(),
                            out.inst_scores[0].float().cpu().numpy(), float(length), class_names=opts["classes"],
-                           cls_threshold=opts["cls_threshold"], nms_threshold=opts["nms_threshold"])
+                           cls_threshold=opts["cls_threshold"], nms_threshold=opts["nms_threshold"],
+                           **{k: opts[k] for k in ("cas_thresholds", "attention_thresholds", "outer_ratio",
+                                                   "attention_mix", "video_score_weights") if k in opts})
 
 
 def touch_outputs(out) -> torch.Tensor:
@@ -157,6 +184,9 @@ class WTALMethod(ABC):
             shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
             raise ConfigError(f"method.feature_root: {len(problems)} problem(s) in the feature set: {shown} "
                               f"(`actionray data check {root} --feature-dim {cfg.method.feature_dim}` lists them)")
+        from actionray.platform.data.feature_source import feature_splits
+
+        feature_splits(cfg)  # the class count, the held-out split and FTCL's pairs, before MLflow and Ray start
 
     # -- what the method reports ------------------------------------------------------------------------------
     @abstractmethod
@@ -165,10 +195,12 @@ class WTALMethod(ABC):
 
     def metrics(self, cfg: ExperimentConfig) -> MetricSpec:
         """val_map_avg (mAP averaged over tIoU 0.1-0.7, max) selects checkpoints; mAP per tIoU 0.1 .. 0.9."""
-        maps = tuple(f"val_map_{t}" for t in THRESHOLD_NAMES)
+        names = threshold_names(cfg.method.tiou_thresholds)
+        maps = tuple(f"val_map_{t}" for t in names)
         reported = ("train_loss", *(f"train_{t}" for t in self.loss_terms(cfg)), "val_map_avg", *maps)
+        shown = "val_map_0.5" if "0.5" in names else maps[0]
         return MetricSpec(primary="val_map_avg", mode="max", reported=reported,
-                          progress=("val_map_avg", "val_map_0.5"), percent=frozenset(("val_map_avg", *maps)))
+                          progress=("val_map_avg", shown), percent=frozenset(("val_map_avg", *maps)))
 
     # -- model, data, optimizer ---------------------------------------------------------------------------------
     def build_model(self, cfg: ExperimentConfig) -> torch.nn.Module:
@@ -179,9 +211,14 @@ class WTALMethod(ABC):
 
         m = cfg.method
         model = build_acmnet(m.feature_dim, cfg.data.num_classes, dropout=m.dropout, inst_topk_div=m.inst_topk_div,
-                             cont_topk_div=m.cont_topk_div, back_topk_div=m.back_topk_div, fc_dim=m.fc_dim)
+                             cont_topk_div=m.cont_topk_div, back_topk_div=m.back_topk_div, fc_dim=m.fc_dim,
+                             input_dropout=m.input_dropout)
         model.proposal_options = {"classes": feature_set_classes(_gt(str(m.feature_root))),
-                                  "cls_threshold": m.cls_threshold, "nms_threshold": m.nms_threshold}
+                                  "cls_threshold": m.cls_threshold, "nms_threshold": m.nms_threshold,
+                                  "cas_thresholds": tuple(m.cas_thresholds),
+                                  "attention_thresholds": tuple(m.attention_thresholds),
+                                  "outer_ratio": m.outer_ratio, "attention_mix": m.attention_mix,
+                                  "video_score_weights": tuple(m.video_score_weights)}
         return model
 
     def data(self, cfg: ExperimentConfig):
@@ -207,7 +244,7 @@ class WTALMethod(ABC):
 
     def acm_weights(self, cfg: ExperimentConfig) -> dict[str, float]:
         m = cfg.method
-        return {"guide": m.guide_weight, "feat": m.feat_weight, "sparse": m.sparse_weight}
+        return {"inst": m.inst_loss_weight, "guide": m.guide_weight, "feat": m.feat_weight, "sparse": m.sparse_weight}
 
     @abstractmethod
     def train_step(self, model: torch.nn.Module, batch: Batch, cfg: ExperimentConfig) -> StepOutput:
@@ -233,9 +270,12 @@ class WTALMethod(ABC):
         gt = {"database": {v: {**fs.gt["database"][v], "subset": "validation-run"} for v in results}}
         present = {a["label"] for v in results for a in gt["database"][v].get("annotations", [])}
         pred = {"results": {v: [p for p in ps if p["label"] in present] for v, ps in results.items()}}
-        result = evaluate_detection(gt, pred, subset="validation-run")
+        m = cfg.method
+        result = evaluate_detection(gt, pred, subset="validation-run", tiou_thresholds=m.tiou_thresholds,
+                                    average_up_to=m.average_up_to)
         metrics = {"val_map_avg": result["average_map"] / 100.0}
-        metrics.update({f"val_map_{name}": value for name, value in zip(THRESHOLD_NAMES, result["map"])})
+        metrics.update({f"val_map_{name}": value
+                        for name, value in zip(threshold_names(m.tiou_thresholds), result["map"])})
         protocol = ("holdout: a seeded split of the training videos (clean)" if cfg.method.selection == "holdout"
                     else "test: the test videos, the FTCL repo's best-test-mAP selection (optimistic)")
         return Evaluation(metrics, {"val_detection.json": {"protocol": protocol, "videos": len(results),
@@ -272,12 +312,15 @@ class WTALMethod(ABC):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(predictions))
         subset = fs.gt["database"][fs.videos[0]].get("subset", "test")
-        result = evaluate_detection(Path(cfg.method.feature_root) / "gt.json", predictions, subset=subset)
+        m = cfg.method
+        result = evaluate_detection(Path(m.feature_root) / "gt.json", predictions, subset=subset,
+                                    tiou_thresholds=m.tiou_thresholds, average_up_to=m.average_up_to)
         table = format_detection_table(result)
         table_path = path.with_name(path.stem.removesuffix("_predictions") + "_map.txt")
         table_path.write_text(table + "\n")
         metrics = {"test_map_avg": result["average_map"] / 100.0}
-        metrics.update({f"test_map_{name}": value for name, value in zip(THRESHOLD_NAMES, result["map"])})
+        metrics.update({f"test_map_{name}": value
+                        for name, value in zip(threshold_names(m.tiou_thresholds), result["map"])})
         report = {"predictions": str(path), "map_table": str(table_path), "table": table,
                   "videos": len(results), "gt_subset": subset, "ap_per_class": result["ap_per_class"]}
         return Evaluation(metrics, {"report": report, "files": [str(path), str(table_path)]})

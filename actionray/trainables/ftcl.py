@@ -32,7 +32,10 @@ class FTCLConfig(WTALConfig):
     resample: Literal["epoch", "frozen"] = "frozen"  # the pair dataset draws each video's snippets once
     use_fsd: bool = True
     use_lcs: bool = True
-    init_checkpoint: str | None = None  # the ACM-Net stage; None = from scratch (not the reference recipe)
+    init_checkpoint: str | None = None  # the ACM-Net stage (required unless from_scratch)
+    # True: train FTCL from a random initialisation without init_checkpoint (demos, tests, ablations); not the
+    # reference recipe, which starts from the ACM-Net stage (FTCL repo README).
+    from_scratch: bool = False
     init_layout: Literal["auto", "ours", "ftcl"] = "auto"
     pairs: ClassVar[bool] = True  # the feature source yields pair rows
     path_fields: ClassVar[tuple[str, ...]] = WTALConfig.path_fields + ("init_checkpoint",)
@@ -66,9 +69,15 @@ class FTCLMethod(WTALMethod):
     """ACM-Net on FTCL pairs with the FSD and LCS contrastive terms."""
 
     def check_inputs(self, cfg: ExperimentConfig) -> None:
-        """Before Ray starts: the feature set, and an ``init_checkpoint`` that is a checkpoint folder or file."""
+        """Before Ray starts: the feature set, and an ``init_checkpoint`` that is a checkpoint folder or file;
+        without one the run refuses to start unless ``method.from_scratch`` is true. (A start-time check, not
+        ``check_config``: configs without a checkpoint still load, and ``actionray eval`` needs none.)"""
         super().check_inputs(cfg)
         path = cfg.method.init_checkpoint
+        if path is None and not cfg.method.from_scratch:
+            raise ConfigError("method.init_checkpoint: not set; FTCL starts from an ACM-Net checkpoint: train "
+                              "`actionray train configs/acmnet_thumos14.yaml` and pass --set "
+                              "method.init_checkpoint=<its checkpoint_* folder> (or set method.from_scratch: true)")
         if path is None or "://" in path:
             return
         p = Path(path)

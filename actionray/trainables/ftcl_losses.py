@@ -184,7 +184,8 @@ def acm_loss(out: "ACMNetOutput", labels: Tensor, *, variant: Literal["clean", "
                      + n_back).pow(2).mean()
     # Sum over time, then mean over batch AND the two channels, as the code does (half of "mean_B sum_t (A0+A1)").
     terms["sparse"] = att[..., :2].sum(dim=1).mean()
-    total = (terms["inst"] + terms["cont"] + terms["back"] + w["guide"] * terms["guide"]
+    # ``weights["inst"]``: 5.0 in the ACM-Net repo's ActivityNet criterion (utils/net_utils.py), 1.0 for THUMOS14.
+    total = (w.get("inst", 1.0) * terms["inst"] + terms["cont"] + terms["back"] + w["guide"] * terms["guide"]
              + w["feat"] * terms["feat"] + w["sparse"] * terms["sparse"])
     terms["acm"] = total
     if variant == "repository":

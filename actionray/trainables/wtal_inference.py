@@ -105,7 +105,8 @@ def video_proposals(cas: np.ndarray, attention: np.ndarray, video_scores: np.nda
                     cls_threshold: float = 0.25, scale: int = 20,
                     cas_thresholds: Sequence[float] = CAS_THRESHOLDS,
                     attention_thresholds: Sequence[float] = ATTENTION_THRESHOLDS,
-                    outer_ratio: float = 0.2, nms_threshold: float = 0.55) -> list[dict]:
+                    outer_ratio: float = 0.2, nms_threshold: float = 0.55, attention_mix: float = 0.0,
+                    video_score_weights: tuple[float, float] = (0.0, 0.0)) -> list[dict]:
     """Scored segments of one test video: ``[{"label", "score", "segment": [start_s, end_s]}, ...]``.
 
     ``cas`` (T_in, C[+1]) instance-CAS probabilities, ``attention`` (T_in,) instance attention (or (T_in, 3),
@@ -113,6 +114,11 @@ def video_proposals(cas: np.ndarray, attention: np.ndarray, video_scores: np.nda
     ``len(class_names)`` are ignored. ``duration_or_length`` is the video's full snippet count L_v (``unit=
     "snippets"``, the reference: one interpolated step = 0.64 L_v / (20 T_in) s) or its duration in seconds
     (``unit="seconds"``: step = duration / (20 T_in)). Times are not clipped to the duration, as in the reference.
+
+    ``attention_mix`` a and ``video_score_weights`` (w_cas, w_att) give the ACM-Net repo's ActivityNet rules
+    (main_act.py: a = 0.3, outer ratio 0.15, weights (0, 0.25)): the CAS pass scores on (1 - a) x thresholded CAS +
+    a x attention, the attention pass on (1 - a) x CAS + a x thresholded attention, and a pass adds its weight x
+    the class's video score to every proposal. The defaults (0, (0, 0)) are the FTCL repo's THUMOS14 rules above.
     """
     num_classes = len(class_names)
     cas = np.asarray(cas, dtype=np.float64)
@@ -136,13 +142,23 @@ def video_proposals(cas: np.ndarray, attention: np.ndarray, video_scores: np.nda
     up_cas = upsample(cas[:, :num_classes], scale)
     up_att = upsample(attention, scale)
     pooled: dict[int, list[tuple[float, float, float]]] = {int(c): [] for c in selected}
+    mix = float(attention_mix)
+    w_cas, w_att = (float(w) for w in video_score_weights)
+
+    def add(c: int, props: list[tuple[float, float, float]], weight: float) -> None:
+        bonus = weight * float(video_scores[c])
+        pooled[c] += [(score + bonus, start, end) for score, start, end in props] if bonus else props
+
     for thr in cas_thresholds:
         for c in selected:
             cut = np.where(up_cas[:, c] < thr, 0.0, up_cas[:, c])  # scored on the thresholded CAS
-            pooled[int(c)] += oic_proposals(cut, thr, cut, tau, outer_ratio)
+            source = cut if mix == 0.0 else (1 - mix) * cut + mix * up_att
+            add(int(c), oic_proposals(cut, thr, source, tau, outer_ratio), w_cas)
     for thr in attention_thresholds:
+        cut_att = np.where(up_att < thr, 0.0, up_att)
         for c in selected:  # same runs for every class, scored on the raw CAS
-            pooled[int(c)] += oic_proposals(up_att, thr, up_cas[:, c], tau, outer_ratio)
+            source = up_cas[:, c] if mix == 0.0 else (1 - mix) * up_cas[:, c] + mix * cut_att
+            add(int(c), oic_proposals(up_att, thr, source, tau, outer_ratio), w_att)
     results = []
     for c, props in pooled.items():
         if not props:

@@ -8,6 +8,8 @@ folder, so the lists work with ``data.root`` unset (annotations.read_list joins 
 
 from __future__ import annotations
 
+import json
+
 import os
 import random
 import re
@@ -295,4 +297,61 @@ def from_something_v1(annotation_dir: str | Path, frames_root: str | Path
             if name not in by_name:
                 raise ListBuildError(f"{where}: label {name!r} is not in {labels_file.name}")
             splits[split_name].append(Item(frames_root / video_id, by_name[name], where))
+    return splits, class_names
+
+
+# ------------------------------------------------------------------------------------------------- Diving-48
+
+DIVING48_CLASSES = 48
+
+
+def _read_json(path: Path) -> object:
+    """A JSON annotation file; ListBuildError naming it when it is missing or not JSON."""
+    if not path.is_file():
+        raise ListBuildError(f"{path}: annotation file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as error:
+        raise ListBuildError(f"{path}: not valid JSON ({error})") from None
+
+
+def _diving48_names(vocab: Path) -> list[str]:
+    """Class names from ``Diving48_vocab.json`` (48 lists [takeoff, somersault, twist, flight], joined by " / "),
+    or ``class_00`` .. ``class_47`` when the vocabulary file is absent."""
+    if not vocab.is_file():
+        return [f"class_{k:02d}" for k in range(DIVING48_CLASSES)]
+    raw = _read_json(vocab)
+    if not isinstance(raw, list) or len(raw) != DIVING48_CLASSES:
+        raise ListBuildError(f"{vocab}: expected a list of {DIVING48_CLASSES} class descriptions, got "
+                             f"{len(raw) if isinstance(raw, list) else type(raw).__name__}")
+    return [" / ".join(map(str, entry)) if isinstance(entry, list) else str(entry) for entry in raw]
+
+
+def from_diving48(annotation_dir: str | Path, video_root: str | Path, *, fmt: Format = "video",
+                  version: str = "V2") -> tuple[dict[str, list[Item]], list[str]]:
+    """Diving-48 official annotations -> train / val items.
+
+    ``Diving48_<version>_train.json`` / ``_test.json`` are JSON lists of ``{"vid_name", "label", "start_frame",
+    "end_frame"}`` with 0-based labels 0..47 (the layout MMAction2's Diving48 preparation expects); videos are
+    ``video_root/<vid_name>.mp4`` (frame folders ``video_root/<vid_name>`` for fmt='frames'). The test file
+    becomes the val list. Class names come from ``Diving48_vocab.json`` when it is there.
+    """
+    annotation_dir, video_root = Path(annotation_dir), Path(video_root)
+    class_names = _diving48_names(annotation_dir / "Diving48_vocab.json")
+    splits: dict[str, list[Item]] = {"train": [], "val": []}
+    for split_name, suffix in (("train", "train"), ("val", "test")):
+        path = annotation_dir / f"Diving48_{version}_{suffix}.json"
+        entries = _read_json(path)
+        if not isinstance(entries, list):
+            raise ListBuildError(f"{path}: expected a JSON list of entries, got {type(entries).__name__}")
+        for k, entry in enumerate(entries):
+            where = f"{path}[{k}]"
+            if not isinstance(entry, dict) or not isinstance(entry.get("vid_name"), str):
+                raise ListBuildError(f"{where}: expected an object with a string 'vid_name', got {entry!r:.80}")
+            label = entry.get("label")
+            if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < DIVING48_CLASSES:
+                raise ListBuildError(f"{where}: label {label!r} is not a class id 0..{DIVING48_CLASSES - 1}")
+            name = entry["vid_name"]
+            target = video_root / name if fmt == "frames" else video_root / f"{name}.mp4"
+            splits[split_name].append(Item(target, label, where))
     return splits, class_names
