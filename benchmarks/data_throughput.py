@@ -270,6 +270,13 @@ def check_stored_videos(records, size: tuple[int, int], frames: int, data_dir: P
                          f"{size[0]}x{size[1]}x{frames}: use another --data-dir or matching --size/--frames")
 
 
+def decord_build() -> str:
+    """Which decord module runs (version and folder): comparing builds side by side (docs/performance.md)."""
+    import decord
+
+    return f"decord {decord.__version__} from {Path(decord.__file__).parent}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Generate the videos, time (a), (b), (c) and print clips/s with the ratios b/a and b/c."""
     from actionray.synthetic.videos import generate_dataset
@@ -289,7 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = make_config(args, list_file, max(2, num_classes))
     print(f"{len(records)} videos {width}x{height}x{args.frames}, clip {args.segments}x{args.frames_per_segment} "
           f"frames at {args.input_size}px, short_side={args.short_side}, workers={args.workers}, "
-          f"batch={args.batch_size}, cpus={os.cpu_count()}, load={os.getloadavg()[0]:.1f}", flush=True)
+          f"batch={args.batch_size}, cpus={os.cpu_count()}, load={os.getloadavg()[0]:.1f}, {decord_build()}",
+          flush=True)
     if len(records) * (args.passes - 2) < 2 * 64 * args.workers:
         print(f"note: the steady passes hold fewer clips than the Ray Data stream may decode ahead (a block of up "
               f"to 64 clips per decode task), so its steady rate can show clips decoded earlier: compare the whole "

@@ -1,13 +1,18 @@
 """Decoding sampled indices from generated mp4 files (decord) and JPEG frame folders (PIL)."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
 from actionray.platform.data.annotations import read_list
-from actionray.platform.data.decode import DecodeError, count_frames, decode_clip, scaled_size
+from actionray.platform.data.decode import (DecodeError, count_frames, decode_clip, decord_distributions,
+                                            scaled_size)
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +35,46 @@ def test_requested_order_and_repeats_are_kept(video):
     singles = {i: decode_clip(video, [i])[0] for i in (2, 4, 9)}
     for got, want in zip(clip, [9, 2, 9, 2, 4]):
         np.testing.assert_array_equal(got, singles[want])
+
+
+def test_decord_frames_equal_pyav_frames_of_the_same_video(video):
+    """decord (from decord2) and PyAV (the same FFmpeg decode, rgb24) give identical frames, in any order."""
+    with av.open(video) as container:
+        reference = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    indices = [len(reference) - 1, 0, 7, 12, 13, 7]
+    np.testing.assert_array_equal(decode_clip(video, indices), reference[indices])
+    assert count_frames(video) == len(reference)
+
+
+def test_decord_comes_from_the_decord2_distribution():
+    package, owners = decord_distributions()
+    assert owners == ["decord2"] and Path(package).name == "decord"
+
+
+def _fake_decord_site(root: Path, owners: list[str]) -> Path:
+    """A site folder whose ``decord`` package is owned by ``owners`` (dist-info folders, as pip leaves them)."""
+    (root / "decord").mkdir(parents=True)
+    (root / "decord" / "__init__.py").write_text("")
+    for name in owners:
+        info = root / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (info / "top_level.txt").write_text("decord\n")
+    return root
+
+
+@pytest.mark.parametrize("owners", [["decord"], ["decord", "decord2"], []])
+def test_import_fails_in_one_line_when_decord_is_not_only_decord2(tmp_path, owners):
+    site = _fake_decord_site(tmp_path / "site", owners)
+    env = {k: v for k, v in os.environ.items() if k != "ACTIONRAY_ALLOW_OTHER_DECORD"}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", "import actionray.platform.data.decode"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: the decord module at ") and str(site) in last
+    assert "fix: pip uninstall -y decord decord2 && pip install -c constraints.txt decord2" in last
+    assert (" and ".join(owners) if owners else "no known distribution") in last
 
 
 def test_distinct_frames_differ(video):

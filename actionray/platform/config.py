@@ -77,6 +77,10 @@ class DataConfig(Section):
     flip: bool = True
     flip_label_map: dict[int, int] = Field(default_factory=dict)  # e.g. Something-Something 86<->87
     batch_size: int = Field(8, ge=1)  # per training worker
+    # Training clips per video per epoch, each its own row (sharded, shuffled and batched like any row), drawn
+    # independently (dense: distinct windows); an epoch has clips_per_video x videos rows (VideoMoCo eval.py /
+    # DCLR -cpv 10, torchvision RandomClipSampler). Val/test views stay eval.clips.
+    clips_per_video: int = Field(1, ge=1)
     # Ray Data decode pool of a split (CPU tasks, any node). "auto": Ray Data grows the pool into the CPUs the
     # cluster has beyond the training workers' (nodes the autoscaler adds included), up to decode_tasks_max; a
     # number pins the pool to that many tasks (docs/cluster.md).

@@ -7,18 +7,69 @@ Data tasks, not decoder threads), the sorted unique indices in one ``get_batch``
 then re-expanded to the requested order and repeats. ``short_side`` resizes inside the decoder, which is much
 cheaper than decoding full frames and resizing afterwards. After use the reader is rewound (``seek(0)``) and
 dropped: some decord builds grow memory after ``get_batch`` otherwise (dmlc/decord#208).
+The ``decord`` module must come from the ``decord2`` distribution (https://github.com/johnnynunez/decord2, a
+maintained fork with the same API); the old ``decord`` 0.6.0 wheel provides the same module name, so importing
+this module checks which distribution installed the ``decord`` package found first and fails in one line
+otherwise (``check_decord_distribution``; docs/performance.md, "decord2").
 Frame folders are read with PIL; file names are 1-based (``img_00001.jpg`` is frame index 0).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DecodeError", "decode_clip", "count_frames", "open_video", "VideoClipReader", "scaled_size"]
+__all__ = ["DecodeError", "decode_clip", "count_frames", "open_video", "VideoClipReader", "scaled_size",
+           "check_decord_distribution", "decord_distributions"]
+
+DECORD_DISTRIBUTION = "decord2"
+DECORD_FIX = "pip uninstall -y decord decord2 && pip install -c constraints.txt decord2"
+# Opt-out for measuring the old wheel side by side (docs/performance.md); never set it for training.
+ALLOW_OTHER_DECORD_ENV = "ACTIONRAY_ALLOW_OTHER_DECORD"
+
+
+def decord_distributions() -> tuple[str | None, list[str]]:
+    """(folder of the ``decord`` package Python imports, names of the distributions installed there that own it).
+
+    Only the site folder holding the package found first on ``sys.path`` is read (its dist-info
+    ``top_level.txt``, else ``RECORD``): about 15 ms, against about 250 ms for
+    ``importlib.metadata.packages_distributions()`` over the whole path, in every process that decodes.
+    """
+    spec = importlib.util.find_spec("decord")
+    if spec is None or not spec.origin:
+        return None, []
+    package = Path(spec.origin).parent
+    owners = []
+    for dist in importlib.metadata.distributions(path=[str(package.parent)]):
+        top_level = dist.read_text("top_level.txt")
+        if top_level is not None:
+            owns = "decord" in top_level.split()
+        else:
+            owns = "decord/__init__.py," in (dist.read_text("RECORD") or "")
+        if owns:
+            owners.append(dist.metadata["Name"])
+    return str(package), sorted(set(owners))
+
+
+def check_decord_distribution() -> None:
+    """Raise ImportError (one line with the fix) unless ``decord`` is installed by decord2 and by nothing else."""
+    if os.environ.get(ALLOW_OTHER_DECORD_ENV) == "1":
+        return
+    package, owners = decord_distributions()
+    if package is None:
+        raise ImportError(f"the decord module is not installed; fix: {DECORD_FIX}")
+    if owners != [DECORD_DISTRIBUTION]:
+        found = " and ".join(owners) if owners else "no known distribution"
+        raise ImportError(f"the decord module at {package} comes from {found}, not only from "
+                          f"{DECORD_DISTRIBUTION}; fix: {DECORD_FIX}")
+
+
+check_decord_distribution()
 
 
 class DecodeError(RuntimeError):
