@@ -275,3 +275,33 @@ def test_epoch_cutter_holds_early_rows_of_later_epochs_without_losing_any():
         assert sorted(ids) == list(range(4 * epoch, 4 * epoch + 4))
     with pytest.raises(RuntimeError, match="ended 4 rows short of the end of epoch 3"):
         list(cutter.rows(3))
+
+
+def test_clips_per_video_gives_each_video_that_many_different_rows_per_epoch(ray_local, synth_videos):
+    """data.clips_per_video=3 (VideoMoCo eval.py / DCLR -cpv): an epoch has 3x the rows, every video appears 3
+    times with clip ids 0..2 (view), its clips differ (distinct dense windows), steps_per_epoch counts them, and
+    the two shards of an epoch split the clip rows disjointly."""
+    from actionray.platform.data.source import ClipSource
+
+    n = len(read_list(synth_videos.train_list))  # 24 videos of 24 frames
+    cfg = make_cfg(synth_videos, clips_per_video=3, sampling="dense", num_segments=4, dense_window=8)
+    assert ClipSource(cfg).steps_per_epoch(1) == 3 * n // 4 and ClipSource(cfg).steps_per_epoch(2) == 3 * n // 8
+    rows = collect(build_clip_dataset(cfg, "train", passes=1), cfg, "train")
+    assert len(rows) == 3 * n
+    by_video: dict[int, list] = {}
+    for r in rows:
+        by_video.setdefault(int(r["index"]), []).append(r)
+    assert sorted(by_video) == list(range(n)) and all(len(v) == 3 for v in by_video.values())
+    for clips in by_video.values():
+        assert sorted(int(r["view"]) for r in clips) == [0, 1, 2]
+        starts = {int(r["frame_indices"][0]) for r in clips}
+        assert len(starts) == 3  # three different windows of one video
+        assert not torch.equal(clips[0]["video"], clips[1]["video"])
+    # each clip row is sharded like any row: the shards of an epoch are disjoint and cover every (video, clip)
+    ds = build_clip_dataset(cfg, "train", passes=1)
+    seen = [{(int(r["index"]), int(r["view"])) for r in collect(s, cfg, "train")} for s in shard_datasets(ds, 2)]
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 3 * n
+    # a method with its own rows per video (DCLR pre-training) takes one row per video
+    from actionray.trainables.dclr import DCLRRows
+    with pytest.raises(ValueError, match="clips_per_video"):
+        build_clip_dataset(cfg, "train", rows=DCLRRows())

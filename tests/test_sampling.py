@@ -141,3 +141,23 @@ def test_spec_from_data_config_copies_sampling_fields():
 def test_empty_video_is_rejected():
     with pytest.raises(ValueError, match="num_frames=0"):
         sample_clip(TSN, 0, "train", 0, 0, 4)
+
+
+def test_training_clips_of_one_video_are_seeded_by_their_clip_index():
+    """data.clips_per_video: clip c of a video draws from (seed, epoch, index, c); dense windows of one video's
+    clips are distinct (torchvision RandomClipSampler, VideoMoCo eval.py); one clip per video is unchanged."""
+
+    one = SamplingSpec(num_segments=4, mode="dense", dense_window=8)
+    ten = SamplingSpec(num_segments=4, mode="dense", dense_window=8, train_clips=10)
+    clips = [sample_clip(ten, 40, "train", 0, 0, 5, c) for c in range(10)]
+    assert len({int(c[0]) for c in clips}) == 10  # distinct windows
+    assert all((a == b).all() for a, b in zip(clips, [sample_clip(ten, 40, "train", 0, 0, 5, c) for c in range(10)]))
+    assert [int(c[0]) for c in clips] != [int(sample_clip(ten, 40, "train", 0, 1, 5, c)[0]) for c in range(10)]
+    with pytest.raises(ValueError, match="clip 10"):
+        sample_clip(ten, 40, "train", 0, 0, 5, 10)
+    with pytest.raises(ValueError, match="clip 1"):
+        sample_clip(one, 40, "train", 0, 0, 5, 1)
+    segment = SamplingSpec(num_segments=8, train_clips=3)
+    drawn = [sample_clip(segment, 200, "train", 0, 0, 5, c) for c in range(3)]
+    assert (drawn[0] == sample_clip(SamplingSpec(num_segments=8), 200, "train", 0, 0, 5)).all()
+    assert not (drawn[0] == drawn[1]).all() and not (drawn[1] == drawn[2]).all()

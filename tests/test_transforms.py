@@ -181,7 +181,7 @@ def test_eval_resize_none_centre_crops_the_decoded_frames_as_videomoco_eval():
     assert (three[0] == clip[:, 14:46, 0:32]).all() and (three[1] == clip[:, 14:46, 48:80]).all()
 
 
-def test_dclr_downstream_configs_test_without_a_resize_and_others_keep_the_short_side():
+def test_dclr_downstream_configs_follow_videomoco_eval_crop_and_clips_per_video():
     from pathlib import Path
 
     from actionray.config import load_config
@@ -190,4 +190,6 @@ def test_dclr_downstream_configs_test_without_a_resize_and_others_keep_the_short
     for name in ("dclr_finetune_ucf101", "dclr_finetune_hmdb51", "dclr_probe_ucf101", "dclr_probe_hmdb51"):
         cfg = load_config(configs / f"{name}.yaml")
         assert cfg.data.eval_resize == "none" and cfg.data.input_size == 112, name
-    assert load_config(configs / "tsn_ucf101.yaml").data.eval_resize == "short_side"
+        assert cfg.data.clips_per_video == 10, name  # -cpv 10 (DCLR README; VideoMoCo eval.py)
+    other = load_config(configs / "tsn_ucf101.yaml")
+    assert other.data.eval_resize == "short_side" and other.data.clips_per_video == 1

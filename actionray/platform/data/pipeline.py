@@ -7,7 +7,9 @@ Driver side, ``build_clip_dataset(cfg, split)``: the dataset's input is a range 
 in the UDF's arguments. ``map_batches`` maps each position to a list entry and decodes + samples + transforms it in
 a pool of CPU tasks, never inside a training worker. Output rows: ``video`` uint8 (N, S, S, 3),
 ``label``/``index``/``epoch``/``valid`` int64, ``frame_indices`` int64 (N,) (the sampled frames, for
-traceability) and ``view`` int64 (test: one row per clip x crop view, ``view = clip * crops + crop``). Clips stay
+traceability) and ``view`` int64 (test: one row per clip x crop view, ``view = clip * crops + crop``; train: the clip
+id, one row per training clip, ``data.clips_per_video`` rows per video and epoch, each sharded and shuffled like
+any row: a pass of ``V`` videos orders ``V * clips_per_video`` positions, ``v -> clip v % cpv of entry v // cpv``). Clips stay
 uint8 through the object store; ``ingest.iter_model_batches`` normalises them on the worker's device.
 
 Train: one execution for all epochs. A train dataset streams ``passes`` (up to ``train.epochs``) passes of one
@@ -130,22 +132,24 @@ def pass_order(split: Split, seed: int, epoch: int, num_rows: int) -> np.ndarray
     return np.random.default_rng([seed, epoch, 2]).permutation(num_rows)
 
 
-def decode_sample(job: DecodeJob, path: str, num_frames: int, label: int, index: int, epoch: int) -> dict[str, list]:
-    """One list row -> column lists for each of its views (1 for train/val, clips x crops for test):
-    video uint8 (N, S, S, 3), label, index, epoch, frame_indices (N,), view, valid (1). Raises
-    ``DecodeError``."""
+def decode_sample(job: DecodeJob, path: str, num_frames: int, label: int, index: int, epoch: int,
+                  clips: list[int] | None = None) -> dict[str, list]:
+    """One list row -> column lists for each of its views (1 for val, clips x crops for test, one per id in
+    ``clips`` for train: the training clips of this video in this decode task, decoded with one reader and one
+    ``get``): video uint8 (N, S, S, 3), label, index, epoch, frame_indices (N,), view (the clip id for train),
+    valid (1). Raises ``DecodeError``."""
     data = job.data
-    clips = job.spec.clips if job.split == "test" else 1
+    clip_ids = list(range(job.spec.clips)) if job.split == "test" else (clips or [0]) if job.split == "train" else [0]
     with open_video(path, "frames" if data.format == "frames" else "video", frame_template=data.frame_template,
                     short_side=data.decode_short_side, num_frames=num_frames if num_frames > 0 else None) as reader:
         n = len(reader)  # videos: decoded length (as MMAction2 VideoDataset and TDN); frames: the list's count
-        per_clip = [sample_clip(job.spec, n, job.split, job.seed, epoch, index, c) for c in range(clips)]
+        per_clip = [sample_clip(job.spec, n, job.split, job.seed, epoch, index, c) for c in clip_ids]
         frames = reader.get(np.concatenate(per_clip))
     out: dict[str, list] = {"video": [], "label": [], "index": [], "epoch": [], "frame_indices": [], "view": [],
                             "valid": []}
     length = job.spec.clip_length
-    for c, indices in enumerate(per_clip):
-        clip = frames[c * length:(c + 1) * length]
+    for i, (c, indices) in enumerate(zip(clip_ids, per_clip)):
+        clip = frames[i * length:(i + 1) * length]
         for crop in range(job.crops if job.split == "test" else 1):
             view_crop = crop if job.crops == 3 else None
             transform = build_clip_transform(data, job.split, view_crop, scale_size=job.test_scale_size)
@@ -165,16 +169,31 @@ def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries,
     """Ray Data UDF: a batch of input ids -> decoded clip rows; yields per row for test (bounded heap)."""
     passes, positions = layout.locate(batch["data"])
     epochs = (layout.first_epoch + passes).tolist()
-    indices = np.array([pass_order(job.split, job.seed, e, entries.num_rows)[p] for e, p in zip(epochs, positions)],
-                       dtype=np.int64)
-    rows = entries.take(indices).to_pydict()
-    # Fire and forget (~0.1 ms): which entries this task decodes for which epoch, on which node (monitor.py).
-    get_monitor(job.monitor).record_visits.remote(ray.get_runtime_context().get_node_id(), epochs, indices.tolist())
+    cpv = job.spec.train_clips if job.split == "train" else 1
+    # a train pass orders videos x clips_per_video positions; position value v is clip v % cpv of entry v // cpv
+    values = np.array([pass_order(job.split, job.seed, e, entries.num_rows * cpv)[p] for e, p in zip(epochs, positions)],
+                      dtype=np.int64)
+    indices, clip_ids = np.divmod(values, cpv)
+    # Clips of one video in one epoch that land in this call are decoded together: one reader, one get
+    # (docs/performance.md, clips_per_video); first-seen order is kept.
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, epoch, c in zip(indices.tolist(), epochs, clip_ids.tolist()):
+        groups.setdefault((index, epoch), []).append(c)
+    keys = list(groups)
+    rows = entries.take(np.array([k[0] for k in keys], dtype=np.int64)).to_pydict()
+    # Fire and forget (~0.1 ms): which rows this task decodes for which epoch, on which node (monitor.py); a row
+    # is an entry (clips_per_video 1) or entry x clip_per_video + clip
+    get_monitor(job.monitor).record_visits.remote(ray.get_runtime_context().get_node_id(), epochs, values.tolist())
     columns: dict[str, list] = {}
-    for path, num_frames, label, index, epoch, source in zip(rows["path"], rows["num_frames"], rows["label"],
-                                                             indices.tolist(), epochs, rows["source"]):
+    for (index, epoch), path, num_frames, label, source in zip(keys, rows["path"], rows["num_frames"],
+                                                               rows["label"], rows["source"]):
+        clips = groups[(index, epoch)]
         try:
-            row = (job.rows or decode_sample)(job, path, num_frames, label, index, epoch)
+            if job.rows is not None:
+                row = job.rows(job, path, num_frames, label, index, epoch)
+            else:
+                row = decode_sample(job, path, num_frames, label, index, epoch,
+                                    clips if job.split == "train" else None)
         except DecodeError as error:
             reason = f"{error.path}: {error.reason} ({source})"
             if job.on_error == "raise":
@@ -183,8 +202,8 @@ def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries,
             ray.get(get_monitor(job.monitor).record_skip.remote(epoch, index, reason))
             if job.split != "train":
                 continue
-            # train streams count every position (module docstring)
-            row = job.rows.skipped(job, index, epoch) if job.rows else _skipped_row(job, index, epoch)
+            # train streams count every position (module docstring): one placeholder row per clip
+            row = job.rows.skipped(job, index, epoch) if job.rows else _skipped_row(job, index, epoch, clips)
         for key, values in row.items():
             columns.setdefault(key, []).extend(values)
         if job.split == "test":
@@ -194,11 +213,14 @@ def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries,
         yield _stack(columns)
 
 
-def _skipped_row(job: DecodeJob, index: int, epoch: int) -> dict[str, list]:
-    """The placeholder row of a skipped train sample: a zero clip with ``valid = 0``."""
+def _skipped_row(job: DecodeJob, index: int, epoch: int, clips: list[int] | None = None) -> dict[str, list]:
+    """The placeholder rows of a skipped train sample (one per clip id): a zero clip with ``valid = 0``."""
     length, side = job.spec.clip_length, job.data.input_size
-    return {"video": [np.zeros((length, side, side, 3), np.uint8)], "label": [-1], "index": [index],
-            "epoch": [epoch], "frame_indices": [np.zeros(length, np.int64)], "view": [0], "valid": [0]}
+    clips = clips or [0]
+    n = len(clips)
+    return {"video": [np.zeros((length, side, side, 3), np.uint8)] * n, "label": [-1] * n, "index": [index] * n,
+            "epoch": [epoch] * n, "frame_indices": [np.zeros(length, np.int64)] * n, "view": list(clips),
+            "valid": [0] * n}
 
 
 def _stack(columns: dict[str, list]) -> dict[str, np.ndarray]:
@@ -284,11 +306,17 @@ def build_clip_dataset(cfg, split: Split, *, list_file: str | None = None, shard
     if passes < 1:
         raise ValueError(f"build_clip_dataset: no epochs to stream (first_epoch={first_epoch}, "
                          f"train.epochs={cfg.train.epochs})")
-    layout = PassLayout(rows=len(records) // world, rank=rank, world=world, passes=passes, first_epoch=first_epoch)
+    cpv = data.clips_per_video if split == "train" else 1
+    if cpv > 1 and rows is not None:
+        raise ValueError(f"data.clips_per_video={cpv}: a method with its own rows per video "
+                         f"({type(rows).__name__}) takes one row per video; set data.clips_per_video=1")
+    # train: clips_per_video rows per video, positions v -> clip v % cpv of entry v // cpv (_decode_batch)
+    layout = PassLayout(rows=len(records) * cpv // world, rank=rank, world=world, passes=passes,
+                        first_epoch=first_epoch)
     # ``source`` (list file:line) lets a decode error name the line to fix
     entries = list_table(records, list_file)
     if monitor is None:
-        monitor = new_monitor(split, len(records))
+        monitor = new_monitor(split, len(records) * cpv)
     job = DecodeJob.from_config(cfg, split, monitor, rows)
     tasks = data.decode_pool(world)  # data.decode_tasks is the pool of the whole split
     # Input blocks: one decode task streams a block out decode_batch_size rows at a time, so a big block does not

@@ -15,6 +15,11 @@ Multi-clip testing (``clips`` C > 1) of segment sampling: clip c of segment i ta
 ``floor(i * avg + avg * (2c + 1) / (2C))``, i.e. the K*C-segment centre sampling split into C interleaved
 clips; C = 1 gives the usual segment centre. (MMAction2's 2D tests raise the segment count instead; the
 TDN repo's non-Kinetics ``clip_index`` runs are identical, which makes C > 1 useless there.)
+
+Several training clips per video per epoch (``data.clips_per_video`` = ``train_clips``, VideoMoCo's and DCLR's
+``-cpv``): clip c's offsets come from ``(seed, epoch, index, c)``; dense windows of one video's clips are distinct,
+positions of one seeded permutation per (seed, epoch, index) (``dense_train_starts_distinct``, torchvision
+``RandomClipSampler``). With one clip per video nothing changes.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 
 __all__ = [
     "SamplingSpec", "sample_clip", "clip_rng", "tsn_train_offsets", "tsn_test_offsets", "tdn_train_starts",
-    "tdn_test_starts", "dense_train_starts", "dense_test_starts", "expand_segments", "Split",
+    "tdn_test_starts", "dense_train_starts", "dense_train_starts_distinct", "dense_test_starts", "expand_segments", "Split",
 ]
 
 Split = Literal["train", "val", "test"]
@@ -41,9 +46,10 @@ class SamplingSpec:
     mode: Literal["segment", "dense"] = "segment"
     dense_window: int = 64
     clips: int = 1  # test-time clips per video (val always uses 1)
+    train_clips: int = 1  # training clips per video per epoch (data.clips_per_video), clip c in 0..train_clips-1
 
     def __post_init__(self) -> None:
-        if self.num_segments < 1 or self.frames_per_segment < 1 or self.dense_window < 1 or self.clips < 1:
+        if min(self.num_segments, self.frames_per_segment, self.dense_window, self.clips, self.train_clips) < 1:
             raise ValueError(f"SamplingSpec: counts must be >= 1, got {self}")
 
     @property
@@ -55,7 +61,8 @@ class SamplingSpec:
     def from_config(cls, data, clips: int = 1) -> "SamplingSpec":
         """Build from a ``DataConfig`` (``cfg.data``); ``clips`` is ``cfg.eval.clips`` for test views."""
         return cls(num_segments=data.num_segments, frames_per_segment=data.frames_per_segment,
-                   mode=data.sampling, dense_window=data.dense_window, clips=clips)
+                   mode=data.sampling, dense_window=data.dense_window, clips=clips,
+                   train_clips=data.clips_per_video)
 
 
 def clip_rng(seed: int, epoch: int, index: int, clip: int = 0) -> np.random.Generator:
@@ -110,6 +117,18 @@ def dense_train_starts(num_frames: int, k: int, window: int, rng: np.random.Gene
     return (start + np.arange(k) * max(1, window // k)) % num_frames
 
 
+def dense_train_starts_distinct(num_frames: int, k: int, window: int, clip: int, seed: int, epoch: int,
+                                index: int) -> np.ndarray:
+    """Clip ``clip`` of several training clips of one video: the windows of a video's clips are distinct (a seeded
+    permutation of the start positions of ``dense_train_starts``, drawn once per (seed, epoch, index)), as
+    torchvision's ``RandomClipSampler`` draws ``randperm(windows)[:clips_per_video]`` (VideoMoCo repo, eval.py).
+    A video with fewer start positions than clips repeats them in the same order."""
+    positions = max(1, num_frames - window)  # the range dense_train_starts draws from (0 only if N <= window)
+    order = np.random.default_rng([seed, epoch, index, 3]).permutation(positions)
+    start = int(order[clip % positions]) if num_frames > window else 0
+    return (start + np.arange(k) * max(1, window // k)) % num_frames
+
+
 def dense_test_starts(num_frames: int, k: int, window: int, clip: int = 0, clips: int = 1) -> np.ndarray:
     """Clip c of ``linspace(0, max(0, N - window), C)`` starts; a single clip uses the centred window."""
     last = max(0, num_frames - window)
@@ -132,12 +151,14 @@ def sample_clip(spec: SamplingSpec, num_frames: int, split: Split, seed: int, ep
     if split not in ("train", "val", "test"):
         raise ValueError(f"sample_clip: split must be train|val|test, got {split!r}")
     k, length = spec.num_segments, spec.frames_per_segment
-    clips = spec.clips if split == "test" else 1
+    clips = spec.clips if split == "test" else spec.train_clips if split == "train" else 1
     if not 0 <= clip < clips:
         raise ValueError(f"sample_clip: clip {clip} outside 0..{clips - 1} for split {split!r}")
     train = split == "train"
     rng = clip_rng(seed, epoch, index, clip) if train else None
-    if spec.mode == "dense":
+    if spec.mode == "dense" and train and spec.train_clips > 1:
+        starts = dense_train_starts_distinct(num_frames, k, spec.dense_window, clip, seed, epoch, index)
+    elif spec.mode == "dense":
         starts = (dense_train_starts(num_frames, k, spec.dense_window, rng) if train
                   else dense_test_starts(num_frames, k, spec.dense_window, clip, clips))
     elif length == 1:

@@ -71,11 +71,12 @@ class ClipSource:
         return dataset_config(self.cfg)
 
     def steps_per_epoch(self, world_size: int) -> int:
-        """Equal shards of the train list, full batches only."""
+        """Equal shards of the train rows (videos x ``data.clips_per_video``), full batches only."""
         from actionray.platform.data.annotations import read_list
 
         videos = len(read_list(self.cfg.data.train_list, self.cfg.data.root))
-        return max(1, (videos // world_size) // self.cfg.data.batch_size)
+        rows = videos * self.cfg.data.clips_per_video
+        return max(1, (rows // world_size) // self.cfg.data.batch_size)
 
     def batches(self, shard: Any, split: Split, *, epoch: int, device: torch.device) -> Iterator[Batch]:
         from actionray.platform.data.ingest import iter_model_batches
