@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
+from actionray.platform.system_metrics import node_metric_key, start_node_monitor, stop_node_monitor
 from actionray.platform.tracking import Tracker, configure_http_env, start_run
 
 
@@ -65,6 +67,35 @@ def test_start_run_logs_flattened_config_params_and_provenance_tags(workdir):
 
 
 @pytest.mark.slow
+def test_node_monitor_logs_system_series_under_its_node_and_stops_at_once(workdir):
+    """MLflow's system-metrics monitor on a real run: CPU/memory series under system/node<k>/, a stop that does
+    not wait for the sampling interval, and no monitor at all when tracking or the interval is off."""
+    from mlflow.tracking import MlflowClient
+
+    from actionray.config import build_config
+
+    cfg = build_config({"method": {"name": "tsn"}})
+    run_id = start_run(cfg, "system-metrics").run_id
+    assert start_node_monitor(cfg.tracking.uri, run_id, 0, None) is None
+    assert start_node_monitor(None, run_id, 0, 1.0) is None
+    monitor = start_node_monitor(cfg.tracking.uri, run_id, 3, 0.2)
+    time.sleep(1.5)
+    stop_node_monitor(monitor)
+    client = MlflowClient(cfg.tracking.uri)
+    cpu = client.get_metric_history(run_id, node_metric_key(3, "cpu_utilization_percentage"))
+    memory = client.get_metric_history(run_id, node_metric_key(3, "system_memory_usage_megabytes"))
+    assert len(cpu) >= 2 and sorted(m.step for m in cpu) == list(range(len(cpu)))
+    assert all(0.0 <= m.value <= 100.0 for m in cpu) and all(m.value > 0 for m in memory)
+    assert {key.split("/")[1] for key in client.get_run(run_id).data.metrics if key.startswith("system/")} == {"node3"}
+
+    slow = start_node_monitor(cfg.tracking.uri, run_id, 3, 60.0)
+    time.sleep(0.2)
+    start = time.perf_counter()
+    stop_node_monitor(slow)
+    assert time.perf_counter() - start < 2.0  # the thread wakes at once, not after the 60 s interval
+    stop_node_monitor(slow)  # a second stop is harmless
+
+
 def test_training_finishes_when_the_tracking_server_is_down(ray_local, synth_videos, workdir, fast_http):
     from test_train import tiny_config
 

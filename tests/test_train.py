@@ -105,7 +105,8 @@ def two_worker_run(ray_local, synth_videos, tmp_path_factory):
     from actionray.platform.train import fit
 
     workdir = tmp_path_factory.mktemp("two_worker")
-    cfg = tiny_config(synth_videos, workdir, train={"run_name": "tiny-run"}, scaling={"num_workers": 2})
+    cfg = tiny_config(synth_videos, workdir, train={"run_name": "tiny-run"}, scaling={"num_workers": 2},
+                      tracking={"system_metrics_interval_s": 0.5})
     terminal = Terminal()
     before = frozenset(pipeline_monitors())
     summary = fit(cfg, progress_stream=terminal)
@@ -198,6 +199,21 @@ def test_fit_logs_one_mlflow_run_with_params_metrics_and_artifacts(two_worker_ru
 
 
 @pytest.mark.slow
+def test_fit_logs_system_metrics_of_its_one_node_beside_the_data_wait(two_worker_run):
+    """Two workers on one node: one monitor (local rank 0), CPU and memory series under system/node0/."""
+    from mlflow.tracking import MlflowClient
+
+    cfg, _, summary, *_ = two_worker_run
+    client = MlflowClient(cfg.tracking.uri)
+    run_id = summary["mlflow_run_id"]
+    keys = set(client.get_run(run_id).data.metrics)
+    assert {"system/node0/cpu_utilization_percentage", "system/node0/system_memory_usage_megabytes",
+            "data_wait_frac"} <= keys
+    assert {key.split("/")[1] for key in keys if key.startswith("system/")} == {"node0"}
+    cpu = client.get_metric_history(run_id, "system/node0/cpu_utilization_percentage")
+    assert len(cpu) >= 2 and sorted(m.step for m in cpu) == list(range(len(cpu)))  # one monitor, one series
+
+
 def test_fresh_run_refuses_to_reuse_an_existing_run_name(two_worker_run):
     from actionray.platform.train import fit
 

@@ -225,6 +225,8 @@ class TrackingConfig(Section):
     uri: str | None = None  # None = sqlite:///<cwd>/mlflow.db (absolute); or http://host:5000
     experiment: str = "actionray"
     artifact_location: str | None = None  # None = <cwd>/mlartifacts
+    # per-node CPU/memory/disk/network/GPU samples into the run (platform/system_metrics.py); None = off
+    system_metrics_interval_s: float | None = Field(10.0, gt=0)
 
 
 class EvalConfig(Section):

@@ -33,6 +33,7 @@ from actionray.platform.checkpoint import load_state, restore_rng_state, rng_sta
 from actionray.platform.config import ExperimentConfig
 from actionray.platform.method import Evaluation, Method, MetricSpec, StepOutput
 from actionray.platform.optim import build_optimizer, build_scheduler, clip_gradients
+from actionray.platform.system_metrics import start_node_monitor, stop_node_monitor
 from actionray.platform.tracking import Tracker, curves_figure
 
 PROGRESS_PREFIX = "[actionray]"
@@ -328,6 +329,17 @@ def _step_hooks(hooks, epoch: int, rank: int) -> Callable[[int], None] | None:
     return after_step
 
 
+def _start_node_monitor(cfg: ExperimentConfig, config: dict[str, Any]):
+    """The worker with local rank 0 samples its node's system metrics into the run (platform/system_metrics.py)."""
+    import ray.train
+
+    context = ray.train.get_context()
+    if context.get_local_rank() != 0:
+        return None
+    return start_node_monitor(config.get("tracking_uri"), config.get("mlflow_run_id"), context.get_node_rank(),
+                              cfg.tracking.system_metrics_interval_s)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Ray Train entry point; ``config`` holds the resolved config object ``cfg``, the MLflow run and hooks."""
     import ray.train
@@ -337,6 +349,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     spec = method.metrics(cfg)
     rank, world, device = _setup_worker(cfg)
     source = method.data(cfg)
+    node_monitor = _start_node_monitor(cfg, config)
     try:
         state = _restore_checkpoint(config.get("resume_from"), config.get("run_dir"))
         steps_per_epoch = source.steps_per_epoch(world)
@@ -385,6 +398,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 if hasattr(hook, "after_epoch"):
                     hook.after_epoch(done, rank)
     finally:
+        stop_node_monitor(node_monitor)  # never raises
         source.close()
 
     if run.start_epoch >= cfg.train.epochs and run.history:
