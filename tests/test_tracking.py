@@ -141,3 +141,101 @@ def test_ui_serves_the_embedded_store_on_localhost(workdir):
         if "in use" not in (workdir / "ui.log").read_text().lower():
             break
     pytest.fail((workdir / "ui.log").read_text()[-3000:])
+
+
+def _lists(folder, train_lines: str, val_lines: str = "v1.mp4 20 0\nv2.mp4 20 1\n"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.txt").write_text(train_lines)
+    (folder / "val.txt").write_text(val_lines)
+    return {"train_list": str(folder / "train.txt"), "val_list": str(folder / "val.txt"), "num_classes": 2}
+
+
+def test_start_run_logs_the_lists_it_reads_as_mlflow_dataset_inputs(workdir):
+    """Data provenance (issue 23): each list a run reads is an MLflow dataset input with a content digest (of the
+    file and data.root), its counts (entries; rows per epoch with data.clips_per_video) and its context."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from actionray.config import build_config
+    from actionray.platform.data.source import content_digest
+
+    data = _lists(workdir / "lists", "a.mp4 30 0\nb.mp4 30 1\nc.mp4 30 0\n")
+    cfg = build_config({"method": {"name": "tsn"}, "data": {**data, "clips_per_video": 2}})
+    run = MlflowClient(cfg.tracking.uri).get_run(start_run(cfg, "run-a").run_id)
+    inputs = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
+              for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "validation"}
+    train, val = inputs["train"], inputs["validation"]
+    assert (train.name, val.name) == ("train.txt", "val.txt")
+    assert train.digest == content_digest(data["train_list"]) and len(train.digest) == 16
+    assert json.loads(train.profile) == {"entries": 3, "rows_per_epoch": 6}
+    assert json.loads(val.profile) == {"entries": 2, "rows_per_epoch": 2}
+    assert json.loads(train.source)["uri"] == data["train_list"]
+    # one changed line is other data; the same content elsewhere is the same data
+    (workdir / "copy").mkdir()
+    (workdir / "copy" / "train.txt").write_text("a.mp4 30 0\nb.mp4 30 1\nc.mp4 30 0\n")
+    (workdir / "copy" / "edited.txt").write_text("a.mp4 30 0\nb.mp4 30 1\nc.mp4 31 0\n")
+    assert content_digest(workdir / "copy" / "train.txt") == train.digest
+    assert content_digest(workdir / "copy" / "edited.txt") != train.digest
+    assert content_digest(data["train_list"], {"root": "/data/a"}) != content_digest(data["train_list"],
+                                                                                     {"root": "/data/b"})
+
+
+def test_report_says_when_the_rows_of_a_table_used_different_data(workdir):
+    """`actionray report` (platform.report.report) compares the dataset-input digests of the child runs: an
+    ablation whose cells read the same lists gets no note; one whose cell read an edited list is named."""
+    from actionray.config import build_config
+    from actionray.platform.report import KIND_TAG, report
+    from actionray.platform.tracking import create_run
+
+    same = _lists(workdir / "same", "a.mp4 30 0\nb.mp4 30 1\n")
+    edited = _lists(workdir / "edited", "a.mp4 30 0\nb.mp4 30 1\nc.mp4 30 1\n")
+
+    def ablation(name, cells):
+        base = build_config({"method": {"name": "tsn"}, "data": same})
+        t = base.tracking
+        parent = create_run(t.uri, t.experiment, t.artifact_location, name,
+                            {KIND_TAG: "ablation", "actionray.metrics": '["val_top1"]',
+                             "actionray.percent": '["val_top1"]', "actionray.primary": "val_top1"})
+        for k, (variant, data) in enumerate(cells):
+            cfg = build_config({"method": {"name": "tsn"}, "data": data})
+            child = start_run(cfg, f"{name}-{variant}", parent_run_id=parent.run_id,
+                              tags={"variant": variant, "seed": 0, "actionray.cell": k})
+            child.log_metrics({"val_top1": 0.5 + 0.1 * k}, step=1)
+            child.end("FINISHED")
+        parent.end("FINISHED")
+        return report("ablation", parent.run_id, tracking_uri=t.uri, experiment=t.experiment)
+
+    agreed = ablation("abl-same", [("base", same), ("gtm1", same)])
+    assert "val_top1" in agreed and "different data" not in agreed
+    differs = ablation("abl-diff", [("base", same), ("gtm1", edited)])
+    assert "WARNING: the rows of this table used different data" in differs
+    lines = [line for line in differs.splitlines() if line.startswith("- ")]
+    assert len(lines) == 2 and any(line.endswith(": gtm1 seed 0") for line in lines)
+    assert any(line.endswith(": base seed 0") for line in lines)
+
+
+def test_a_feature_sets_inputs_digest_gt_json_with_the_runs_split(tmp_path):
+    """ACM-Net/FTCL runs read gt.json + a split: the digest covers the chosen videos, so another holdout seed or
+    the test selection is other data, and the counts are the split's videos."""
+    from actionray.config import build_config
+    from actionray.platform.data.feature_source import FeatureSource
+    from actionray.synthetic.features import write_synthetic_feature_set
+
+    root = tmp_path / "features"
+    write_synthetic_feature_set(root, num_classes=4, train_videos=20, test_videos=6, feature_dim=16, min_snippets=30,
+                                max_snippets=40, instance_snippets=(4, 8), seed=0)
+
+    def inputs(**method):
+        cfg = build_config({"method": {"name": "acmnet", "feature_root": str(root), "feature_dim": 16, **method},
+                            "data": {"num_classes": 4}})
+        return {i.context: i for i in FeatureSource(cfg).inputs()}
+
+    holdout, again, other_seed, test = inputs(), inputs(), inputs(split_seed=1), inputs(selection="test")
+    assert holdout["train"].counts["videos"] == 18 and holdout["validation"].counts["videos"] == 2
+    assert holdout["train"].source == str(root / "gt.json")
+    assert {k: v.digest for k, v in holdout.items()} == {k: v.digest for k, v in again.items()}
+    assert holdout["validation"].digest != other_seed["validation"].digest
+    assert test["validation"].name.endswith("gt.json:test") and test["validation"].counts["videos"] == 6
+    assert len({holdout["train"].digest, other_seed["train"].digest, test["train"].digest}) == 3

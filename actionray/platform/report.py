@@ -276,6 +276,28 @@ def sweep_from_mlflow(tracking_uri: str, parent):
                        metrics, percent)
 
 
+def data_inputs_of(run) -> tuple[tuple[str, str, str], ...]:
+    """(context, name, digest) of each MLflow dataset input of a run (``Tracker.log_data_inputs``), sorted."""
+    inputs = run.inputs.dataset_inputs if run.inputs is not None else []
+    return tuple(sorted((next((t.value for t in d.tags if t.key == "mlflow.data.context"), ""), d.dataset.name,
+                         d.dataset.digest) for d in inputs))
+
+
+def data_note(rows: list[tuple[str, Any]]) -> str | None:
+    """A warning when the runs behind a table's rows (``[(row label, MLflow run), ...]``) read different data
+    (other dataset-input digests), naming the rows of each data set; None when they agree or none was recorded."""
+    groups: dict[tuple, list[str]] = {}
+    for label, run in rows:
+        groups.setdefault(data_inputs_of(run), []).append(label)
+    if len(groups) <= 1:
+        return None
+    lines = ["WARNING: the rows of this table used different data (MLflow dataset inputs differ):"]
+    for inputs, labels in groups.items():
+        what = "; ".join(f"{context} {name} digest {digest}" for context, name, digest in inputs)
+        lines.append(f"- {what or 'no dataset inputs recorded'}: {', '.join(labels)}")
+    return "\n".join(lines)
+
+
 def render_ablation(table, title: str, fmt: str = "markdown") -> str:
     """``markdown`` (terminal and README) or ``html`` text of an ablation table."""
     note = (f"mean ± std over seeds (sample std), fractions in %; bold = best per column; "
@@ -299,10 +321,18 @@ def report(kind: str, run_id_or_name: str, *, tracking_uri: str, experiment: str
     parent = find_parent(tracking_uri, experiment, run_id_or_name, kind)
     title = f"{kind} {parent.info.run_name} ({parent.info.run_id})"
     if kind == "ablation":
-        return render_ablation(ablation_from_mlflow(tracking_uri, parent), title, fmt)
-    return render_sweep(sweep_from_mlflow(tracking_uri, parent), title, fmt)
+        text = render_ablation(ablation_from_mlflow(tracking_uri, parent), title, fmt)
+        runs = [(f"{r.data.tags.get('variant')} seed {r.data.tags.get('seed', 0)}", r)
+                for r in child_runs(tracking_uri, parent) if r.info.status == "FINISHED"]
+    else:
+        text = render_sweep(sweep_from_mlflow(tracking_uri, parent), title, fmt)
+        runs = [(r.info.run_name, r) for r in child_runs(tracking_uri, parent)]
+    note = data_note(runs)
+    if note is None:
+        return text
+    return text + (f"<pre>{html.escape(note)}</pre>\n" if fmt == "html" else f"\n{note}\n")
 
 
 __all__ = ["ablation_table", "mlflow_client", "ablation_cells_text", "markdown_table", "html_table", "add_reference", "bar_chart", "sweep_table",
            "find_parent", "child_runs", "ablation_from_mlflow", "sweep_from_mlflow", "render_ablation",
-           "render_sweep", "report"]
+           "render_sweep", "report", "data_inputs_of", "data_note"]

@@ -409,6 +409,24 @@ class FeatureSource:
         """Equal shards of the items (videos or pairs), full batches only."""
         return steps_for(feature_splits(self.cfg), world_size, self.cfg.data.batch_size)
 
+    def inputs(self) -> list:
+        """gt.json with the run's train and validation videos (``source.DataInput``: the digest covers gt.json's
+        bytes, the split and the chosen video ids, so a holdout of another seed or fraction is other data)."""
+        from pathlib import Path
+
+        from actionray.platform.data.source import DataInput, content_digest
+
+        m, s = self.cfg.method, feature_splits(self.cfg)
+        gt = Path(m.feature_root) / "gt.json"
+        out = []
+        for context, fs, videos in (("train", s.train_set, s.train_videos), ("validation", s.val_set, s.val_videos)):
+            selection = {"split": fs.split, "selection": m.selection, "videos": [fs.videos[i] for i in videos]}
+            out.append(DataInput(name=f"{Path(m.feature_root).name}/gt.json:{fs.split}", context=context,
+                                 source=str(gt), digest=content_digest(gt, selection),
+                                 counts={"videos": len(videos), "items": _num_items(s) if context == "train"
+                                         else len(videos)}))
+        return out
+
     def batches(self, shard: Any, split: Split, *, epoch: int, device: torch.device) -> Iterator[dict[str, Any]]:
         """Train: this epoch's ``steps`` batches of (B, T, D) features. Val/test: one video per batch,
         ``features`` (1, T_in, D) with ``label`` (1, C), ``index`` and ``length`` (1,)."""

@@ -9,7 +9,11 @@ shards per epoch, one execution for all epochs, uint8 through the object store, 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Protocol, runtime_checkable
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -20,6 +24,45 @@ if TYPE_CHECKING:
     import ray.train
 
 Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DataInput:
+    """One data set a run reads, as MLflow records it (``Tracker.log_data_inputs`` -> ``mlflow.log_input``).
+
+    ``digest``: SHA-256 (first 16 hex digits) of the file's bytes and of ``selection`` (which of its entries this
+    run takes, e.g. a feature set's holdout videos), so two runs share a digest only when they read the same list
+    content the same way. ``counts``: entries, rows per epoch, videos ... (the MLflow dataset profile)."""
+
+    name: str  # e.g. "ucf101_train_split_1_videos.txt"
+    context: str  # "train" | "validation" | "test" (the mlflow.data.context input tag)
+    source: str  # the file's path
+    digest: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def content_digest(path: str | Path, selection: Any = None) -> str:
+    """SHA-256 of a file's bytes followed by the JSON of ``selection`` (None: the file alone), 16 hex digits."""
+    h = hashlib.sha256(Path(path).read_bytes())
+    if selection is not None:
+        h.update(json.dumps(selection, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def list_inputs(lists: Sequence[tuple[str, str]], root: str | None, rows_per_entry: dict[str, int] | None = None
+                ) -> list[DataInput]:
+    """``DataInput`` of list files ``[(context, path), ...]``: digest of the file and of ``root`` (relative
+    paths in the list resolve against it), counts ``entries`` and ``rows_per_epoch``."""
+    from actionray.platform.data.annotations import read_list
+
+    out = []
+    for context, path in lists:
+        entries = len(read_list(path, root))
+        rows = entries * (rows_per_entry or {}).get(context, 1)
+        out.append(DataInput(name=Path(path).name, context=context, source=str(path),
+                             digest=content_digest(path, {"root": root} if root else None),
+                             counts={"entries": entries, "rows_per_epoch": rows}))
+    return out
 
 
 @runtime_checkable
@@ -45,6 +88,9 @@ class DataSource(Protocol):
     def close(self) -> None:
         """Stop whatever this object still streams (called by the loop at the end of a run, error or not)."""
         ...
+
+    # Optional: ``inputs() -> list[DataInput]``, the data a training run reads (logged to MLflow as dataset inputs
+    # when the run starts, ``tracking.start_run``; compared across rows by ``actionray report``).
 
 
 class ClipSource:
@@ -83,6 +129,12 @@ class ClipSource:
 
         return iter_model_batches(shard, self.cfg, split, epoch=epoch, device=device, streams=self.streams,
                                   normalise=self.normalise)
+
+    def inputs(self) -> list[DataInput]:
+        """The train and val lists (digest of content and ``data.root``; entries, rows per epoch)."""
+        data = self.cfg.data
+        return list_inputs([("train", data.train_list), ("validation", data.val_list)], data.root,
+                           {"train": data.clips_per_video})
 
     def test_dataset(self) -> "ray.data.Dataset":
         """One row per test view (``eval.clips`` x ``eval.crops``), in list order."""
