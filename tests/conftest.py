@@ -11,7 +11,6 @@ import pytest
 # Quiet, deterministic Ray for tests; set before ray is imported anywhere.
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING", "0")
-os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 # Train V2's controller polls its workers every 2 s by default, so a finished run is noticed up to 2 s late:
 # measured ~2 s of wall time per fit (a test suite runs dozens); failures are noticed sooner too.

@@ -145,7 +145,8 @@ def test_the_printed_resume_command_continues_after_the_saved_epoch_and_ends_lik
     assert main(shlex.split(line.split("resume with: ", 1)[1])[1:]) == 0
     printed = capsys.readouterr().out
     assert f"(epoch {saved} of 3): training continues at epoch {saved + 1}" in printed
-    final = json.loads(printed[printed.index("{"):])["final"]
+    assert "[actionray] done: best val_top1" in printed and "{" not in printed  # a summary, the JSON in the file
+    final = json.loads((Path(shlex.split(line)[-1]) / "result.json").read_text())["final"]
     reference = uninterrupted["final"]
     for key in ("train_loss", "val_loss", "val_top1", "epoch"):
         assert final[key] == reference[key], key

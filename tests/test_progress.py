@@ -76,3 +76,35 @@ def test_the_filter_wraps_rays_own_printing_handler_and_restores_it():
     assert printed == [("RayTrainWorker", ["[actionray] epoch 1/2 | loss 1.0"]),
                        ("PreemptionWatcher", ["polling again"])]  # after restore Ray prints everything again
     assert terminal.getvalue().endswith("\r")  # the bar was cleared before the worker line was printed
+
+
+def test_train_piped_to_a_file_prints_plain_lines_and_a_summary(synth_videos, tmp_path):
+    """The real command with stdout and stderr on pipes (a log file, CI, `ray job logs`): no progress redraws, no
+    colour escapes, none of Ray's core-worker noise; a short summary on stdout, the JSON result in the run folder."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+    from test_sweep_interrupt import cli_env
+    from test_train import tiny_config
+
+    from actionray.platform.raysession import QUIET_ENV
+
+    cfg = tiny_config(synth_videos, tmp_path, train={"run_name": "piped"})
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    env = {k: v for k, v in cli_env().items() if k not in QUIET_ENV and k != "RAY_COLOR_PREFIX"}  # product defaults
+    done = subprocess.run([sys.executable, "-m", "actionray", "train", str(config)], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=500)
+    both = done.stdout + done.stderr
+    assert done.returncode == 0, both[-3000:]
+    assert "\r" not in both and "\x1b[" not in both
+    assert "core_worker" not in both and "Running Dataset" not in both and "Progress bars disabled" not in both
+    run_dir = tmp_path / "runs" / "piped"
+    result = json.loads((run_dir / "result.json").read_text())
+    lines = done.stdout.splitlines()
+    assert "{" not in done.stdout  # the JSON only with --json
+    assert any(line.startswith("[actionray] done: best val_top1 ") and "at epoch 1" in line for line in lines)
+    assert f"[actionray] run folder: {run_dir} (result.json" in done.stdout
+    assert f"[actionray] MLflow run {result['mlflow_run_id']}: see it with  actionray ui" in done.stdout

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue a run after its newest complete checkpoint: the latest run of this config (or "
                         "train.run_name), or the run folder RUN_DIR")
+    p.add_argument("--json", action="store_true",
+                   help="print the run's result as JSON on stdout (always written to <run folder>/result.json)")
     p.set_defaults(handler=_train)
 
     p = subparsers.add_parser("eval", help="multi-view test of a checkpoint as Ray Data batch inference")
@@ -77,10 +79,50 @@ def _train(args) -> int:
         return _interrupted(stop, args)
     final = summary.get("final", {})
     keys = ("run_name", "run_path", "best_checkpoint", "mlflow_run_id", "val_per_class_acc")
-    print(json.dumps({k: summary.get(k) for k in keys}
-                     | {"best": summary.get("best"), "final": {k: v for k, v in final.items()
-                                                               if isinstance(v, (int, float))}}, indent=2))
+    result = {k: summary.get(k) for k in keys} | {
+        "best": summary.get("best"), "final": {k: v for k, v in final.items() if isinstance(v, (int, float))}}
+    run_path = summary.get("run_path")
+    if run_path and "://" not in str(run_path) and Path(run_path).is_dir():
+        (Path(run_path) / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(summary_lines(cfg, result, args.config)), flush=True)
     return 0
+
+
+def _shown(cfg, metric: str, value) -> str:
+    """``value`` of ``metric`` as the progress line shows it (percent for the method's percent metrics)."""
+    if not isinstance(value, (int, float)):
+        return "n/a"
+    return f"{100 * value:.1f}%" if metric in cfg.recipe.metrics(cfg).percent else f"{value:.4g}"
+
+
+def summary_lines(cfg, result: dict, config: str | None) -> list[str]:
+    """What a person reads when a run ends: the best metric and its epoch, the run folder (result.json, how to
+    test it), the MLflow run and how to look at it."""
+    from actionray.platform.tracking import default_tracking_uri
+
+    best, final = result.get("best") or {}, result.get("final") or {}
+    metric = best.get("metric") or cfg.checkpoint_metric[0]
+    done = final.get("epoch", "?")
+    head = (f"[actionray] done: best {metric} {_shown(cfg, metric, best.get('value'))} at epoch {best.get('epoch')}"
+            if best.get("value") is not None else f"[actionray] done: no epoch reported {metric}")
+    lines = [f"{head} ({done} of {cfg.train.epochs} epochs; last {metric} {_shown(cfg, metric, final.get(metric))})"]
+    run_path = result.get("run_path")
+    if run_path:
+        test = f"actionray eval {shlex.quote(config) if config else 'CONFIG'} --checkpoint {shlex.quote(run_path)}"
+        lines.append(f"[actionray] run folder: {run_path} (result.json; its best checkpoint is tested by: {test})")
+    if result.get("mlflow_run_id"):
+        uri = cfg.tracking.uri
+        if uri.startswith(("http://", "https://")):
+            ui = f"open {uri}"
+        elif uri == default_tracking_uri():
+            ui = "actionray ui"
+        else:
+            ui = f"actionray ui --backend-store-uri {shlex.quote(uri)}"
+        lines.append(f"[actionray] MLflow run {result['mlflow_run_id']}: see it with  {ui}")
+    return lines
 
 
 def _interrupted(stop, args) -> int:

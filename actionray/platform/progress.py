@@ -25,7 +25,11 @@ __all__ = ["ProgressBoard", "StepProgress", "TerminalBar", "filter_worker_lines"
 
 # Ray Train's helper actors on the driver's console: their lines are about Ray's own bookkeeping.
 NOISY_ACTORS = frozenset({"PreemptionWatcher", "PlacementGroupCleaner"})
-NOISY_TEXT = ("Failed to query Ray Train Controller",)
+NOISY_TEXT = ("Failed to query Ray Train Controller",
+              # the controller's core-worker E-line on every fit, about the helper actor's constructor (harmless)
+              "Actor with class name: 'PreemptionWatcher'",
+              # Ray Data's once-per-process notes when its progress output is off or logged (non-TTY stdout)
+              "Progress bars disabled. To enable", "Progress will be logged because stdout is a non-interactive")
 
 
 class ProgressBoard:

@@ -29,9 +29,15 @@ def set_quiet_env() -> None:
     """Default the log-noise variables (user settings win); call before ``import ray``."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    if not sys.stderr.isatty():
-        # A log file gets the worker lines' "(pid=...)" prefixes without colour escape codes.
+    if not (sys.stderr.isatty() and sys.stdout.isatty()):
+        # A log file or pipe gets the worker lines' "(pid=...)" prefixes without colour escape codes.
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    if "ray.data" in sys.modules:
+        # Ray Data read RAY_DATA_DISABLE_PROGRESS_BARS when it was imported; the datasets built from now on carry
+        # this process's DataContext to the Train workers, which would draw (or log) progress otherwise.
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] != "1"
 
 
 def show_ray_progress() -> None:
