@@ -111,10 +111,10 @@ def _check_views(x: torch.Tensor, what: str) -> None:
 class DCLREncoder(nn.Module):
     """R(2+1)D backbone with the five DCLR projection heads; input stacked views (B, 3, C, T, H, W)."""
 
-    def __init__(self, layers: Sequence[int] = RELEASED_LAYERS, dim: int = 128) -> None:
+    def __init__(self, layers: Sequence[int] = RELEASED_LAYERS, dim: int = 128, backbone_width: int = 64) -> None:
         super().__init__()
-        self.backbone = R2Plus1D(layers)
-        width = R2Plus1D.out_channels
+        self.backbone = R2Plus1D(layers, backbone_width)
+        width = self.backbone.out_channels
         self.h_vv, self.h_vs, self.h_vd = (ProjectionHead(width, dim) for _ in range(3))
         self.h_sv, self.h_dv = (ProjectionHead(width, dim) for _ in range(2))
 
@@ -202,7 +202,8 @@ class DCLR(nn.Module):
 
     def __init__(self, layers: Sequence[int] = RELEASED_LAYERS, dim: int = 128, queue_size: int = 2048,
                  momentum: float = 0.999, temperature: float = 0.07, topk: int = 5,
-                 map_loss_weight: float = 0.0) -> None:
+                 map_loss_weight: float = 0.0, backbone_width: int = 64,
+                 term_weights: tuple[float, float, float] = (1.0, 1.0, 1.0), mine_positives: bool = True) -> None:
         super().__init__()
         if not 0 < topk <= queue_size:
             raise ValueError(f"dclr topk={topk} must be in 1..queue_size ({queue_size})")
@@ -210,8 +211,12 @@ class DCLR(nn.Module):
             raise ValueError(f"dclr temperature must be > 0, got {temperature}")
         self.K, self.m, self.T, self.topk = queue_size, momentum, temperature, topk
         self.map_loss_weight = map_loss_weight
-        self.encoder_q = DCLREncoder(layers, dim)
-        self.encoder_k = DCLREncoder(layers, dim)
+        # (vv, vs+sv, vd+dv) weights, all 1 as released (main_view.py); (1, 0, 0) without mined positives is the
+        # plain-MoCo ablation: two clips of one video, instance discrimination only (docs/models.md).
+        self.term_weights = tuple(float(w) for w in term_weights)
+        self.mine_positives = mine_positives
+        self.encoder_q = DCLREncoder(layers, dim, backbone_width)
+        self.encoder_k = DCLREncoder(layers, dim, backbone_width)
         self.encoder_k.load_state_dict(self.encoder_q.state_dict())  # f_k starts as a copy of f_q
         self.encoder_k.requires_grad_(False)  # updated by EMA only
         for name in QUEUES:
@@ -281,15 +286,19 @@ class DCLR(nn.Module):
                                       for z in self.encoder_k.embeddings(k_sh, s_sh, d_sh)))
             sim_s = F.softmax(maps_q.ref_static @ self.queue_rs, dim=1)
             sim_d = F.softmax(maps_q.ref_dynamic @ self.queue_rd, dim=1)
-            pos_s, pos_d = neighbour_positives(sim_s, self.topk), neighbour_positives(sim_d, self.topk)
-            pos_v = neighbour_positives(sim_s + sim_d, self.topk)
+            if self.mine_positives:
+                pos_s, pos_d = neighbour_positives(sim_s, self.topk), neighbour_positives(sim_d, self.topk)
+                pos_v = neighbour_positives(sim_s + sim_d, self.topk)
+            else:  # the own key only (plain MoCo's target)
+                pos_s = pos_d = pos_v = neighbour_positives(sim_s, 0)
         logits_vv = self._logits(zq.vv, zk.vv, self.queue_vv)
         loss_vv = multi_positive_nce(logits_vv, pos_v)
         loss_vs_sv = (multi_positive_nce(self._logits(zq.vs, zk.sv, self.queue_sv), pos_s)
                       + multi_positive_nce(self._logits(zq.sv, zk.vs, self.queue_vs), pos_s))
         loss_vd_dv = (multi_positive_nce(self._logits(zq.vd, zk.dv, self.queue_dv), pos_d)
                       + multi_positive_nce(self._logits(zq.dv, zk.vd, self.queue_vd), pos_d))
-        loss = loss_vv + loss_vs_sv + loss_vd_dv
+        w_vv, w_s, w_d = self.term_weights
+        loss = w_vv * loss_vv + w_s * loss_vs_sv + w_d * loss_vd_dv
         terms = {"loss_vv": loss_vv.detach(), "loss_vs_sv": loss_vs_sv.detach(), "loss_vd_dv": loss_vd_dv.detach()}
         if self.map_loss_weight > 0:  # our variant (module docstring, deviation 3), not the released term
             map_loss = (_mean_one(rgb_map_q) - _mean_one(maps_q.static + maps_q.dynamic)).pow(2).mean()

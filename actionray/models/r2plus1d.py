@@ -50,15 +50,18 @@ class Conv2Plus1D(nn.Sequential):
 
 
 class R2Plus1dStem(nn.Sequential):
-    """(1,7,7) conv 3->45 stride (1,2,2) -> BN -> ReLU -> (3,1,1) conv 45->64 -> BN -> ReLU."""
+    """(1,7,7) conv 3->45 stride (1,2,2) -> BN -> ReLU -> (3,1,1) conv 45->64 -> BN -> ReLU.
 
-    def __init__(self) -> None:
+    ``width`` (64 as released) scales both: 45 is the (2+1)D mid width of a 3->64 3x7x7 kernel."""
+
+    def __init__(self, width: int = 64) -> None:
+        mid = 45 * width // 64
         super().__init__(
-            nn.Conv3d(3, 45, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
-            nn.BatchNorm3d(45),
+            nn.Conv3d(3, mid, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
+            nn.BatchNorm3d(mid),
             nn.ReLU(inplace=True),
-            nn.Conv3d(45, 64, kernel_size=(3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
-            nn.BatchNorm3d(64),
+            nn.Conv3d(mid, width, kernel_size=(3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
+            nn.BatchNorm3d(width),
             nn.ReLU(inplace=True),
         )
 
@@ -84,21 +87,27 @@ class BasicBlock(nn.Module):
 
 
 class R2Plus1D(nn.Module):
-    """R(2+1)D backbone without pooling or classifier: (B, 3, T, H, W) -> layer4 map (B, 512, t, h, w)."""
+    """R(2+1)D backbone without pooling or classifier: (B, 3, T, H, W) -> layer4 map (B, 8 width, t, h, w).
 
-    out_channels = 512
+    ``width`` is the stem's and layer1's channel count (64 as released; stages are width x 1, 2, 4, 8). A
+    narrower network (e.g. 16) is ours, for CPU demos only (docs/models.md); released checkpoints have 64.
+    """
 
-    def __init__(self, layers: Sequence[int] = RELEASED_LAYERS) -> None:
+    def __init__(self, layers: Sequence[int] = RELEASED_LAYERS, width: int = 64) -> None:
         super().__init__()
         if len(layers) != 4 or any(int(n) < 1 for n in layers):
             raise ValueError(f"R(2+1)D layers must be 4 positive block counts, got {tuple(layers)}")
+        if width < 4:
+            raise ValueError(f"R(2+1)D width must be >= 4, got {width}")
         self.layers = tuple(int(n) for n in layers)
-        self.stem = R2Plus1dStem()
-        self.inplanes = 64
-        self.layer1 = self._make_layer(64, self.layers[0], stride=1)
-        self.layer2 = self._make_layer(128, self.layers[1], stride=2)
-        self.layer3 = self._make_layer(256, self.layers[2], stride=2)
-        self.layer4 = self._make_layer(512, self.layers[3], stride=2)
+        self.width = int(width)
+        self.out_channels = 8 * self.width
+        self.stem = R2Plus1dStem(self.width)
+        self.inplanes = self.width
+        self.layer1 = self._make_layer(self.width, self.layers[0], stride=1)
+        self.layer2 = self._make_layer(2 * self.width, self.layers[1], stride=2)
+        self.layer3 = self._make_layer(4 * self.width, self.layers[2], stride=2)
+        self.layer4 = self._make_layer(8 * self.width, self.layers[3], stride=2)
         init_video_resnet_weights(self)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -112,7 +121,7 @@ class R2Plus1D(nn.Module):
         return nn.Sequential(*stage)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) -> (B, 512, t, h, w) with t = ceil(T / 8), h = ceil(H / 16), w = ceil(W / 16)."""
+        """(B, 3, T, H, W) -> (B, 8 width, t, h, w) with t = ceil(T / 8), h = ceil(H / 16), w = ceil(W / 16)."""
         if x.dim() != 5 or x.shape[1] != 3:
             raise ValueError(f"R(2+1)D expects (B, 3, T, H, W), got {tuple(x.shape)}")
         return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
@@ -143,13 +152,13 @@ class R2Plus1DClassifier(nn.Module):
     """
 
     def __init__(self, num_classes: int, layers: Sequence[int] = RELEASED_LAYERS, dropout: float = 0.7,
-                 freeze_backbone: bool = False) -> None:
+                 freeze_backbone: bool = False, width: int = 64) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"R2Plus1DClassifier num_classes must be >= 1, got {num_classes}")
-        self.backbone = R2Plus1D(layers)
+        self.backbone = R2Plus1D(layers, width)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(R2Plus1D.out_channels, num_classes)
+        self.fc = nn.Linear(self.backbone.out_channels, num_classes)
         init_video_resnet_weights(self.fc)
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
@@ -177,6 +186,7 @@ def r2plus1d_18(layers: Sequence[int] = RELEASED_LAYERS) -> R2Plus1D:
 
 
 def r2plus1d_classifier(num_classes: int, *, layers: Sequence[int] = RELEASED_LAYERS, dropout: float = 0.7,
-                        freeze_backbone: bool = False) -> R2Plus1DClassifier:
+                        freeze_backbone: bool = False, width: int = 64) -> R2Plus1DClassifier:
     """R(2+1)D-18 with dropout and a linear classifier (input (B, 3, T, H, W))."""
-    return R2Plus1DClassifier(num_classes, layers=layers, dropout=dropout, freeze_backbone=freeze_backbone)
+    return R2Plus1DClassifier(num_classes, layers=layers, dropout=dropout, freeze_backbone=freeze_backbone,
+                              width=width)

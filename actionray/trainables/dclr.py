@@ -68,6 +68,7 @@ class DCLRConfig(MethodConfig):
 
     name: Literal["dclr"] = "dclr"
     layers: Depth = Field(default_factory=lambda: [1, 1, 1, 1])
+    backbone_width: int = Field(64, ge=4)  # R(2+1)D stem/layer1 channels; 64 as released, narrower for CPU demos
     embedding_dim: int = Field(128, ge=1)
     queue_size: int = Field(2048, ge=1)  # K; must be a multiple of data.batch_size x scaling.num_workers
     momentum: float = Field(0.999, ge=0.0, le=1.0)
@@ -80,11 +81,19 @@ class DCLRConfig(MethodConfig):
     blur_sigma: float | None = Field(None, gt=0.0)  # None: drawn once per run from train.seed, as released
     map_loss_weight: float = Field(0.0, ge=0.0)  # 0 = off; > 0 is our variant (actionray.models.dclr, dev. 3)
     warmup_iters: int = Field(256, ge=0)  # first-epoch iterations without a parameter update (main_view.py)
+    # Ablation switches (ours; the released code has all three terms at weight 1 and mined positives):
+    # loss_weights (vv, vs+sv, vd+dv) = (1, 0, 0) with mine_positives false is plain MoCo on two clips of one
+    # video (ablation preset dclr_terms; actionray demo dclr's "MoCo (vv only)" arm).
+    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    mine_positives: bool = True  # top-k queue neighbours as extra positives (main_view.py --topk)
 
     @model_validator(mode="after")
     def _topk_within_queue(self) -> "DCLRConfig":
         if self.topk > self.queue_size:
             raise ValueError(f"method.topk ({self.topk}) must not exceed method.queue_size ({self.queue_size})")
+        if any(w < 0 for w in self.loss_weights) or self.loss_weights[0] == 0:
+            raise ValueError(f"method.loss_weights (vv, vs_sv, vd_dv) must be >= 0 with vv > 0, "
+                             f"got {self.loss_weights}")
         if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ValueError(f"method.crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}")
         return self
@@ -187,7 +196,8 @@ class DCLRPretraining:
     def build_model(self, cfg: ExperimentConfig) -> DCLR:
         """Query and key encoders, seven queues (D, K) and the pointer."""
         m = cfg.method
-        return DCLR(m.layers, m.embedding_dim, m.queue_size, m.momentum, m.temperature, m.topk, m.map_loss_weight)
+        return DCLR(m.layers, m.embedding_dim, m.queue_size, m.momentum, m.temperature, m.topk, m.map_loss_weight,
+                    backbone_width=m.backbone_width, term_weights=m.loss_weights, mine_positives=m.mine_positives)
 
     def data(self, cfg: ExperimentConfig) -> ClipSource:
         """Rows of four uint8 clips per video; batches stay uint8 (augmented in ``train_step``)."""

@@ -39,6 +39,7 @@ class DCLRDownstreamConfig(MethodConfig):
     name: Literal["dclr_downstream"] = "dclr_downstream"
     mode: Literal["finetune", "probe"] = "finetune"
     layers: Depth = Field(default_factory=lambda: [1, 1, 1, 1])  # must match the pre-trained encoder
+    backbone_width: int = Field(64, ge=4)  # 64 as released; narrower only for CPU demos (must match, too)
     dropout: float = Field(0.7, ge=0.0, lt=1.0)  # DCLR repo r2plus1d.py
     init_checkpoint: str | None = None  # DCLR pre-training checkpoint; None = random init (a baseline)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
@@ -49,7 +50,7 @@ class ClipR2Plus1DClassifier(R2Plus1DClassifier):
     """``R2Plus1DClassifier`` on the platform's clip layout: (B, T, 3, H, W) -> logits (B, num_classes)."""
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
-        """(B, T, 3, H, W) normalised clips (dense sampling, T frames) -> logits, or (logits, features (B, 512))."""
+        """(B, T, 3, H, W) normalised clips (dense sampling, T frames) -> logits, or (logits, features (B, 8 width))."""
         if x.dim() != 5 or x.shape[2] != 3:
             raise ValueError(f"DCLR downstream: expected clips (B, T, 3, H, W), got {tuple(x.shape)}")
         return super().forward(x.transpose(1, 2), return_features)
@@ -78,7 +79,7 @@ class DCLRDownstream(ClipClassifier):
         """R(2+1)D + dropout + fc; backbone from ``init_checkpoint`` (strict); frozen in probe mode."""
         m = cfg.method
         model = ClipR2Plus1DClassifier(cfg.data.num_classes, layers=m.layers, dropout=m.dropout,
-                                       freeze_backbone=m.mode == "probe")
+                                       freeze_backbone=m.mode == "probe", width=m.backbone_width)
         if m.init_checkpoint is not None:
             load_pretrained_encoder(model, m.init_checkpoint)
         return model
