@@ -1,8 +1,10 @@
 """GPU check: every model's SGD training step (fp32 vs bf16 autocast + channels_last), GPU/CPU agreement, GCNet's
-selective scan, TCPNet's float32 covariance under autocast, and a world-size-1 DistributedDataParallel step.
+selective scan, TCPNet's float32 covariance under autocast, a world-size-1 DistributedDataParallel step, and the
+data path's host-to-device prefetcher (pinned memory, one batch ahead on a side stream).
 
-One JSON line per measurement on stdout (and in ``--out``). Imports only torch and ``actionray.models`` (through
-benchmarks/model_step.py), so it runs on a bare CUDA PyTorch image: no Ray, MLflow, decord or pydantic.
+One JSON line per measurement on stdout (and in ``--out``). Imports only torch, ``actionray.models`` (through
+benchmarks/model_step.py) and ``actionray.platform.data.prefetch`` (torch only), so it runs on a bare CUDA
+PyTorch image: no Ray, MLflow, decord or pydantic.
 The default is the full GPU setting (ResNet-50, 8 segments, 224 px, batch 16; DCLR 16 x 112 clips; ACM-Net
 750 x 2048 features); ``--tiny`` is the CPU-sized form the test runs. On CPU the bf16/channels_last steps and NCCL
 are reported as skipped, the agreement and scan checks compare CPU with CPU, and the DDP step uses gloo.
@@ -43,7 +45,7 @@ from actionray.models.mamba import mamba_ssm_available, selective_scan_reference
 __all__ = ["Setting", "FULL", "TINY", "ModelSpec", "SPECS", "optional_builder", "build_spec", "spec_batch",
            "DCLRStep", "primary_output", "acm_instance_loss", "FORBIDDEN_MODULES", "relative_difference", "ieee_fp32",
            "MatmulDtypeRecorder", "measure_step", "check_agreement", "check_tcp_autocast", "scan_inputs",
-           "check_scan", "check_ddp", "run_checks", "main"]
+           "check_scan", "check_ddp", "check_prefetch", "run_checks", "main"]
 
 FORBIDDEN_MODULES = ("ray", "mlflow", "decord", "pydantic")  # absent from the device image
 AGREEMENT_RTOL = 1e-4  # issue 16: CPU fp32 vs GPU fp32 (TF32 off) logits
@@ -382,6 +384,41 @@ def check_ddp(setting: Setting, device: torch.device) -> dict[str, Any]:
             "ok": diff <= DDP_RTOL, "plain_step_s": times["plain"], "ddp_step_s": times["ddp"]}
 
 
+def check_prefetch(setting: Setting, device: torch.device, batches: int = 12) -> dict[str, Any]:
+    """``data/prefetch.to_device_ahead`` on ``device`` (issue 26): uint8 clip batches (B, N, S, S, 3) arrive equal
+    and in order; one pass with a fixed matmul chain standing in for the step, plain ``.to(device)`` from pageable
+    memory vs the prefetcher (pinned memory, next copy on a side stream). The times are what this device gives,
+    not a pass mark; ``equal`` must be true."""
+    from actionray.platform.data.prefetch import to_device_ahead
+
+    shape = (setting.batch, setting.segments, setting.size, setting.size, 3)
+    generator = torch.Generator().manual_seed(0)
+    host = [{"video": torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator),
+             "label": torch.arange(setting.batch) + k} for k in range(batches)]
+    arrived = [{key: value.cpu() for key, value in batch.items()} for batch in to_device_ahead(iter(host), device)]
+    equal = len(arrived) == len(host) and all(
+        torch.equal(a["video"], h["video"]) and torch.equal(a["label"], h["label"]) for a, h in zip(arrived, host))
+    dim = 128 if setting.tiny else 4096  # full: about 20 ms of fp32 matmuls per batch on an H100, beside a 19 MB copy
+    weight = torch.randn(dim, dim, generator=generator).to(device) / dim ** 0.5
+
+    def one_pass(stream: Iterator[dict[str, Tensor]]) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        for batch in stream:
+            x = batch["video"].float().mean() + weight
+            for _ in range(8):
+                x = torch.tanh(x @ weight)
+        _sync(device)
+        return time.perf_counter() - start
+
+    plain = lambda: ({k: v.to(device) for k, v in b.items()} for b in host)  # noqa: E731
+    one_pass(plain())  # warm-up: kernels, allocator
+    plain_s = statistics.median(one_pass(plain()) for _ in range(3))
+    ahead_s = statistics.median(one_pass(to_device_ahead(iter(host), device)) for _ in range(3))
+    return {"equal": equal, "batches": batches, "batch_mb": host[0]["video"].numel() / 1e6,
+            "plain_pass_s": plain_s, "ahead_pass_s": ahead_s, "ahead_over_plain": ahead_s / plain_s}
+
+
 def environment(device: torch.device, setting: Setting) -> dict[str, Any]:
     """Versions, device and the setting of this run."""
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
@@ -409,6 +446,7 @@ def run_checks(setting: Setting, device: torch.device, emit: Callable[[dict[str,
     emit(environment(device, setting))
     run("tcp_autocast", lambda: check_tcp_autocast(setting, device))
     run("ddp", lambda: check_ddp(setting, device))
+    run("prefetch", lambda: check_prefetch(setting, device))
     if device.type != "cuda":
         emit({"check": "ddp", "backend": "nccl", "skipped": "NCCL needs a CUDA device; the gloo line ran the path"})
     for spec in (s for s in SPECS if s.name in models):

@@ -127,3 +127,10 @@ def test_an_optional_model_not_written_yet_is_skipped_but_a_required_one_raises(
     assert model is None and "actionray.models.not_written_yet" in reason
     with pytest.raises(ModuleNotFoundError):
         bench.build_spec(bench.ModelSpec("required", build, lambda m, s, b: (b,)), bench.TINY)
+
+
+def test_the_prefetcher_delivers_equal_batches_on_the_device(run):
+    row = _rows(run["records"], "prefetch")[0]
+    assert "error" not in row, row
+    assert row["equal"] is True and row["batches"] == 12
+    assert row["plain_pass_s"] > 0 and row["ahead_pass_s"] > 0

@@ -31,7 +31,7 @@ __all__ = ["start_node_monitor", "stop_node_monitor", "node_metric_key"]
 
 
 def node_metric_key(node_rank: int, name: str) -> str:
-    """The MLflow key of system metric ``name`` of node ``node_rank`` (e.g. ``system/node0/cpu_utilization_percentage``)."""
+    """The MLflow key of system metric ``name`` of node ``node_rank`` (``system/node0/cpu_utilization_percentage``)."""
     return f"system/node{node_rank}/{name}"
 
 

@@ -28,6 +28,7 @@ import torch
 
 from actionray.platform.data.monitor import MONITOR_KEY, context_of, monitor_of
 from actionray.platform.data.pipeline import LAYOUT_KEY, RECIPE_KEY, PassLayout, build_clip_dataset, execution_options
+from actionray.platform.data.prefetch import to_device_ahead
 from actionray.platform.data.sampling import Split
 from actionray.platform.data.transforms import normalize
 
@@ -167,9 +168,11 @@ class _EpochStream:
         self.next_epoch = first_epoch
         self.monitor = monitor_of(shard)
         ray.get(self.monitor.stream_started.remote())
-        self.device = torch.device(device)
-        # On the CPU: rows of the next epoch that arrive early wait in host memory, not on an accelerator.
-        self.rows = iter(shard.iter_torch_batches(batch_size=batch_size, dtypes=DTYPES,
+        # Host batches, pinned in Ray's collate thread when the worker trains on a GPU (prefetch.to_device_ahead moves
+        # them; device="cpu": Ray's default "auto" would copy them to the GPU itself): rows of the next epoch that
+        # arrive early wait in host memory, not on an accelerator.
+        self.rows = iter(shard.iter_torch_batches(batch_size=batch_size, dtypes=DTYPES, device="cpu",
+                                                  pin_memory=torch.device(device).type == "cuda",
                                                   prefetch_batches=cfg.data.prefetch_batches, drop_last=False))
         self.cutter = EpochCutter(self.rows, layout.rows, f"train shard {layout.rank}")
 
@@ -224,19 +227,13 @@ class _EpochStream:
                 batch, rest = {k: v[:size] for k, v in rows.items()}, {k: v[size:] for k, v in rows.items()}
                 parts, filled = ([rest] if filled > size else []), filled - size
                 last, done = batch, done + 1
-                yield self._to_device(batch)
+                yield batch
         if last_pass:
             self.close()
         reasons = ray.get(self.monitor.report.remote(epoch))["reasons"] if skipped else {}
         _check_skips(skipped, self.layout.rows, reasons, epoch, self.cfg.data.max_skip_fraction, "train")
         if done < steps:
-            for batch in self._padding(parts, last, steps - done, epoch, len(skipped)):
-                yield self._to_device(batch)
-
-    def _to_device(self, batch: Batch) -> Batch:
-        if self.device.type == "cpu":
-            return batch
-        return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+            yield from self._padding(parts, last, steps - done, epoch, len(skipped))
 
     def _padding(self, parts: list[Batch], last: Batch | None, missing: int, epoch: int,
                  skipped: int) -> Iterator[Batch]:
@@ -294,7 +291,9 @@ def iter_model_batches(shard, cfg, split: Split, *, epoch: int, device: torch.de
     "label", "index", "epoch", "view", "valid": int64 (B,), "frame_indices": int64 (B, N)}; checks skips.
 
     Train passes continue the shard's stream held in ``streams`` (required for train). ``normalise=False`` hands
-    the uint8 video on as it is (a method that augments on the device normalises itself)."""
+    the uint8 video on as it is (a method that augments on the device normalises itself). Batches reach
+    ``device`` through ``prefetch.to_device_ahead``: pinned host memory and the next batch's copy in flight on a
+    side stream on a GPU, the same path as a no-op move on the CPU; its time counts as the loop's data wait."""
     if batch_size is None:
         batch_size = cfg.eval.batch_size if split == "test" else cfg.data.batch_size
     if split == "train":
@@ -302,9 +301,10 @@ def iter_model_batches(shard, cfg, split: Split, *, epoch: int, device: torch.de
             raise ValueError("iter_model_batches: a train pass needs streams=TrainStreams() (kept across epochs)")
         batches = streams.get(shard, cfg, epoch, device, batch_size).epoch(epoch)
     else:
-        batches = shard.iter_torch_batches(batch_size=batch_size, dtypes=DTYPES, device=device,
+        batches = shard.iter_torch_batches(batch_size=batch_size, dtypes=DTYPES, device="cpu",
+                                           pin_memory=torch.device(device).type == "cuda",
                                            prefetch_batches=cfg.data.prefetch_batches, drop_last=False)
-    for batch in batches:
+    for batch in to_device_ahead(batches, device):
         # a new dict: the stream may reuse ``batch``
         yield {**batch, "video": normalize(batch["video"])} if normalise else dict(batch)
     if split != "train":
