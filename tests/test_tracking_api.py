@@ -130,3 +130,23 @@ def test_sweep_clean_up_marks_running_child_runs_through_the_public_api(store):
     close_running_children(Tracker(uri, parent), "KILLED")
     assert [client.get_run(c).info.status for c in children] == ["KILLED", "FINISHED"]
     assert client.get_run(parent).info.status == "RUNNING"  # the parent is not a child of itself
+
+
+def test_log_missing_epochs_logs_each_gap_once_and_never_twice(store):
+    """A resumed run's history holds epochs 1-4; MLflow has 1 and 3 (the run stopped before logging 2 and 4):
+    the gaps are logged once, at their epoch's step, and a second call adds nothing."""
+    client, uri, parent, children = store
+    run_id = children[0]
+    tracker = Tracker(uri, parent)
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_top1": 0.1 * e} for e in (1, 2, 3, 4)]
+    for metrics in (history[0], history[2]):
+        tracker.log_metrics(metrics, step=metrics["epoch"], run_id=run_id)
+    tracker.log_missing_epochs(history, run_id=run_id)
+    tracker.log_missing_epochs(history, run_id=run_id)  # again: nothing more
+    for key in ("epoch", "train_loss", "val_top1"):
+        logged = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        assert logged == [(e, h[key]) for e, h in zip((1, 2, 3, 4), history)], key
+    assert client.get_metric_history(parent, "epoch") == []  # into run_id only
+    Tracker(uri, parent).log_missing_epochs(history)  # the tracker's own run: all four, once
+    Tracker(uri, parent).log_missing_epochs(history[:2])
+    assert sorted(m.step for m in client.get_metric_history(parent, "epoch")) == [1, 2, 3, 4]
