@@ -370,7 +370,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             metrics = train_one_epoch(model, method, optimizer, scheduler, scaler, batches, cfg, device, tracker,
                                       epoch, _step_hooks(config.get("worker_hooks"), epoch + 1, rank))
             done = epoch + 1
-            if rank == 0 and (done % cfg.train.val_every == 0 or done == cfg.train.epochs):
+            # Also the first epoch of a (re)start: every report then carries the checkpoint score attribute (Ray
+            # warns about each report without it), and the curve starts where training does.
+            if rank == 0 and (done % cfg.train.val_every == 0 or done == cfg.train.epochs or not last_val):
                 val_batches = source.batches(ray.train.get_dataset_shard("val"), "val", epoch=epoch, device=device)
                 with _autocast(cfg, device):
                     evaluation = method.validate(_unwrap(model), val_batches, cfg)
