@@ -9,8 +9,8 @@ a pool of CPU tasks, never inside a training worker. Output rows: ``video`` uint
 ``label``/``index``/``epoch``/``valid`` int64, ``frame_indices`` int64 (N,) (the sampled frames, for
 traceability) and ``view`` int64 (test: one row per clip x crop view, ``view = clip * crops + crop``; train: the clip
 id, one row per training clip, ``data.clips_per_video`` rows per video and epoch, each sharded and shuffled like
-any row: a pass of ``V`` videos orders ``V * clips_per_video`` positions, ``v -> clip v % cpv of entry v // cpv``). Clips stay
-uint8 through the object store; ``ingest.iter_model_batches`` normalises them on the worker's device.
+any row: a pass of ``V`` videos orders ``V * clips_per_video`` positions, ``v -> clip v % cpv of entry v // cpv``).
+Clips stay uint8 through the object store; ``ingest.iter_model_batches`` normalises them on the worker's device.
 
 Train: one execution for all epochs. A train dataset streams ``passes`` (up to ``train.epochs``) passes of one
 shard of the list in a single Ray Data execution, so the decode pool starts once per run instead of once per
@@ -171,8 +171,8 @@ def _decode_batch(batch: dict[str, np.ndarray], job: DecodeJob, entries,
     epochs = (layout.first_epoch + passes).tolist()
     cpv = job.spec.train_clips if job.split == "train" else 1
     # a train pass orders videos x clips_per_video positions; position value v is clip v % cpv of entry v // cpv
-    values = np.array([pass_order(job.split, job.seed, e, entries.num_rows * cpv)[p] for e, p in zip(epochs, positions)],
-                      dtype=np.int64)
+    values = np.array([pass_order(job.split, job.seed, e, entries.num_rows * cpv)[p]
+                       for e, p in zip(epochs, positions)], dtype=np.int64)
     indices, clip_ids = np.divmod(values, cpv)
     # Clips of one video in one epoch that land in this call are decoded together: one reader, one get
     # (docs/performance.md, clips_per_video); first-seen order is kept.

@@ -31,7 +31,8 @@ import numpy as np
 
 __all__ = [
     "SamplingSpec", "sample_clip", "clip_rng", "tsn_train_offsets", "tsn_test_offsets", "tdn_train_starts",
-    "tdn_test_starts", "dense_train_starts", "dense_train_starts_distinct", "dense_test_starts", "expand_segments", "Split",
+    "tdn_test_starts", "dense_train_starts", "dense_train_starts_distinct", "dense_test_starts", "expand_segments",
+    "Split",
 ]
 
 Split = Literal["train", "val", "test"]
