@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from actionray.platform.config import ExperimentConfig
 
 __all__ = ["QUIET_ENV", "set_quiet_env", "show_ray_progress", "local_num_cpus", "cluster_address", "ensure_ray",
-           "loopback_node"]
+           "loopback_node", "torch_config"]
 
 # quiet logs without hiding user prints; Train forwards RAY_TRAIN_* to its workers.
 QUIET_ENV = {
@@ -98,3 +98,87 @@ def loopback_node() -> Iterator[None]:
         yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+# -- the torch.distributed rendezvous of a one-node worker group on loopback ----------------------------------------
+_LOOPBACK_STORE: dict[str, object] = {}  # in the rank-0 worker: the listening socket and the TCPStore server
+
+
+def torch_config(timeout_s: int = 1800):
+    """Ray Train's ``TorchConfig`` whose process-group set-up keeps a one-node worker group on 127.0.0.1.
+
+    Ray's torch backend (``ray.train.torch.config._TorchBackend.on_start``) points ``MASTER_ADDR`` at rank 0's
+    node IP, and torch's rank 0 then serves the rendezvous store (``TCPStore``) on every interface (``*:port``,
+    seen with ``ss -ltn``): torch binds that server without a host. When all workers share one node, this backend
+    instead has rank 0 serve the store on a socket it bound to 127.0.0.1 (``TCPStore(master_listen_fd=...)``), the
+    ranks reach it as torchelastic's agent store (``TORCHELASTIC_USE_AGENT_STORE``: every rank a client), and gloo
+    is pinned to the loopback interface (``GLOO_SOCKET_IFNAME``, unless set); Ray's own
+    ``_setup_torch_process_group`` still creates the group. Groups that span nodes get Ray's backend unchanged."""
+    from ray.train.torch import TorchConfig
+    from ray.train.torch.config import _TorchBackend
+
+    class LoopbackTorchBackend(_TorchBackend):
+        def on_start(self, worker_group, backend_config) -> None:
+            import ray
+            from ray.train.torch.config import (V1WorkerGroup, _set_torch_distributed_env_vars,
+                                                _setup_torch_process_group)
+
+            nodes = set(worker_group.execute(_node_id))
+            backend = backend_config.backend or ("nccl" if worker_group.get_resources_per_worker().get("GPU", 0)
+                                                 else "gloo")
+            if len(nodes) != 1 or backend not in ("gloo", "nccl") or backend_config.init_method != "env":
+                return super().on_start(worker_group, backend_config)
+            port = worker_group.execute_single(0, _serve_loopback_store, backend_config.timeout_s)
+            worker_group.execute(_use_loopback_store, port=port, gloo=backend == "gloo")
+            if not isinstance(worker_group, V1WorkerGroup):  # as Ray's on_start: LOCAL_RANK & co. for Train V2
+                worker_group.execute(_set_torch_distributed_env_vars)
+            ray.get([worker_group.execute_single_async(i, _setup_torch_process_group, backend=backend, world_rank=i,
+                                                       world_size=len(worker_group), init_method="env://",
+                                                       timeout_s=backend_config.timeout_s)
+                     for i in range(len(worker_group))])
+            worker_group.execute(_agent_store_done)
+
+    class LoopbackTorchConfig(TorchConfig):
+        @property
+        def backend_cls(self):
+            return LoopbackTorchBackend
+
+    return LoopbackTorchConfig(backend=None, timeout_s=timeout_s)
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _serve_loopback_store(timeout_s: int) -> int:
+    """Rank 0: the rendezvous store's server on a socket bound to 127.0.0.1; returns its port."""
+    import datetime
+    import socket
+
+    from torch.distributed import TCPStore
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    store = TCPStore("127.0.0.1", port, None, True, datetime.timedelta(seconds=timeout_s), wait_for_workers=False,
+                     master_listen_fd=listener.fileno())
+    _LOOPBACK_STORE.update(listener=listener, store=store)  # both live as long as the worker
+    return port
+
+
+def _use_loopback_store(port: int, gloo: bool) -> None:
+    """Every rank: reach the store as a client at 127.0.0.1:port; gloo's pairs on the loopback interface."""
+    import socket
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True")
+    names = [name for _, name in socket.if_nameindex()]
+    loopback = next((name for name in ("lo", "lo0") if name in names), None)
+    if gloo and loopback:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", loopback)
+
+
+def _agent_store_done() -> None:
+    os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)  # nothing else in the worker should take it for torchelastic

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from actionray.platform.config import ConfigError, ExperimentConfig
-from actionray.platform.raysession import ensure_ray, set_quiet_env
+from actionray.platform.raysession import ensure_ray, set_quiet_env, torch_config
 from actionray.platform.tracking import Tracker, run_label, start_run, write_json_artifact
 
 RUN_INFO = "actionray_run.json"  # in the run folder: MLflow run id, so a resumed run logs into the same run
@@ -357,7 +357,7 @@ def build_run(cfg: ExperimentConfig, *, run_name: str | None = None, callbacks: 
 def _trainer(cfg: ExperimentConfig, source, name: str, storage: str, tracker: Tracker, callbacks: Sequence[Any],
              worker_hooks: Sequence[Any], resume_from: str | Path | None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
 
     from actionray.platform.loop import train_loop_per_worker
 
@@ -373,8 +373,7 @@ def _trainer(cfg: ExperimentConfig, source, name: str, storage: str, tracker: Tr
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        # backend=None: NCCL when the workers hold GPUs, gloo on CPU.
-        torch_config=TorchConfig(backend=None),
+        torch_config=torch_config(),  # gloo on CPU, NCCL on GPUs; one-node groups rendezvous on loopback
         # (min, max): Train V2's elastic policy (docs/training.md, "Elastic training").
         scaling_config=ScalingConfig(num_workers=(s.min_workers, s.num_workers) if s.elastic else s.num_workers,
                                      use_gpu=s.use_gpu, resources_per_worker=resources,
