@@ -301,6 +301,7 @@ class WTALMethod(ABC):
         from actionray.platform.detection import evaluate_detection, format_detection_table
         from actionray.platform.evaluate import batch_inference
 
+        WTALMethod.check_inputs(self, cfg)  # the feature set (not FTCL's init checkpoint): bad files named here
         fs = load_feature_set(cfg.method.feature_root, "test")
         columns = batch_inference(cfg, FeatureSource(cfg).test_dataset(), checkpoint=checkpoint,
                                   reference_layout=reference_layout, batch_size=1)
