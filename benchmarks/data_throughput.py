@@ -299,9 +299,9 @@ def main(argv: list[str] | None = None) -> None:
           f"batch={args.batch_size}, cpus={os.cpu_count()}, load={os.getloadavg()[0]:.1f}, {decord_build()}",
           flush=True)
     if len(records) * (args.passes - 2) < 2 * 64 * args.workers:
-        print(f"note: the steady passes hold fewer clips than the Ray Data stream may decode ahead (a block of up "
-              f"to 64 clips per decode task), so its steady rate can show clips decoded earlier: compare the whole "
-              f"runs, or use more --videos or --passes", flush=True)
+        print("note: the steady passes hold fewer clips than the Ray Data stream may decode ahead (a block of up "
+              "to 64 clips per decode task), so its steady rate can show clips decoded earlier: compare the whole "
+              "runs, or use more --videos or --passes", flush=True)
     # One method at a time, all its passes back to back: the Ray Data stream (b) runs every pass in one execution
     # and keeps decoding ahead, so interleaving it with (a) and (c) would let it work during their timed passes.
     # Ray is shut down before (a) and (c) run, so its daemons do not load them either. Wall-clock rates depend

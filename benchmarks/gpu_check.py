@@ -271,7 +271,7 @@ class MatmulDtypeRecorder(TorchFunctionMode):
         super().__init__()
         self.active, self.dtypes = False, []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204: torch's signature
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's signature
         out = func(*args, **(kwargs or {}))
         if self.active and func in self._MATMULS and isinstance(out, Tensor):
             self.dtypes.append(str(out.dtype).removeprefix("torch."))
@@ -438,7 +438,7 @@ def run_checks(setting: Setting, device: torch.device, emit: Callable[[dict[str,
             return
         try:
             emit({"check": check, **labels, **fn()})
-        except Exception as error:  # one failing check must not hide the others' numbers
+        except Exception as error:  # noqa: BLE001 - one failing check must not hide the others' numbers
             emit({"check": check, **labels, "error": _error(error)})
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -452,17 +452,17 @@ def run_checks(setting: Setting, device: torch.device, emit: Callable[[dict[str,
     for spec in (s for s in SPECS if s.name in models):
         try:
             model, reason = build_spec(spec, setting)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - a model that fails to build is reported, the others still run
             emit({"check": "step", "model": spec.name, "error": _error(error)})
             continue
         if model is None:
             emit({"check": "step", "model": spec.name, "skipped": reason})
             continue
-        run("agreement", lambda: check_agreement(spec, model, setting, device), model=spec.name)
-        run("step", lambda: measure_step(spec, model, setting, device, bf16=False), model=spec.name,
+        run("agreement", lambda spec=spec, model=model: check_agreement(spec, model, setting, device), model=spec.name)
+        run("step", lambda spec=spec, model=model: measure_step(spec, model, setting, device, bf16=False), model=spec.name,
             precision="fp32")
         if device.type == "cuda":
-            run("step", lambda: measure_step(spec, model, setting, device, bf16=True), model=spec.name,
+            run("step", lambda spec=spec, model=model: measure_step(spec, model, setting, device, bf16=True), model=spec.name,
                 precision="bf16_channels_last")
         else:
             emit({"check": "step", "model": spec.name, "precision": "bf16_channels_last",

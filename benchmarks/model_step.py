@@ -110,7 +110,7 @@ def bench_setting(names: list[str], setting: str, args: argparse.Namespace) -> l
             for _ in range(args.warmup):
                 train_step(model, x, bf16=False)
             runnable[name] = (model, x)
-        except Exception as error:  # a model missing from the registry, or out of memory: report, keep going
+        except Exception as error:  # noqa: BLE001 - a model missing from the registry, or out of memory: report, keep going
             results[name].error = _error(error)
     cpu_steps: dict[str, list[float]] = {n: [] for n in runnable}
     for _ in range(args.steps):
@@ -124,7 +124,7 @@ def bench_setting(names: list[str], setting: str, args: argparse.Namespace) -> l
         results[name].cpu_s_per_clip_fp32 = statistics.median(cpu_steps[name]) / batch
     if device.type == "cuda":  # bf16 autocast + channels_last, after all fp32 timings
         bf16_steps: dict[str, list[float]] = {n: [] for n in runnable}
-        for name, (model, x) in runnable.items():
+        for _name, (model, x) in runnable.items():
             to_channels_last(model)
             for _ in range(args.warmup):
                 train_step(model, x, bf16=True)
@@ -151,10 +151,10 @@ def count_gmacs(name: str, num_classes: int, segments: int = 8, size: int = 224)
 
     try:
         return run("meta")
-    except Exception:  # data-dependent code (e.g. .item()) cannot run on meta tensors: count on the CPU
+    except Exception:  # noqa: BLE001 - data-dependent code (e.g. .item()) cannot run on meta tensors: count on the CPU
         try:
             return run("cpu")
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - reported in the model's row
             return {"model": name, "error": _error(error)}
 
 

@@ -167,7 +167,7 @@ def test_report_rerenders_the_same_table_from_child_runs(ablation, tmp_path):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(["report", "--ablation", "ls", "--tracking-uri", ablation["uri"]]) == 0
-    table_lines = lambda text: [l for l in text.splitlines() if l.startswith("|")]  # noqa: E731
+    table_lines = lambda text: [row for row in text.splitlines() if row.startswith("|")]  # noqa: E731
     assert table_lines(out.getvalue()) == table_lines(stored) and len(table_lines(stored)) == 4
     html = tmp_path / "t.html"
     assert main(["report", "--ablation", parent.info.run_id, "--html", str(html), "--tracking-uri", ablation["uri"]]) == 0

@@ -6,7 +6,7 @@ import pytest
 
 from actionray.config import build_config
 
-from actionray.platform.config import ConfigError, ExperimentConfig
+from actionray.platform.config import ConfigError
 from actionray.search_spaces import (apply_dotted, format_set_value, list_spaces, load_space,
                                      validate_space)
 from actionray.platform.config import parse_override

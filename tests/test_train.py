@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from actionray.config import ConfigError, build_config
+
+if TYPE_CHECKING:
+    from actionray.platform.config import ExperimentConfig
 
 
 def tiny_config(synth, workdir: Path, **sections) -> "ExperimentConfig":

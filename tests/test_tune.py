@@ -113,7 +113,7 @@ def test_parent_results_table_lists_every_trial_with_child_metrics(sweep):
 
 @pytest.mark.slow
 def test_printed_retrain_command_rebuilds_the_best_trials_config(sweep):
-    line = next(l for l in sweep["out"].splitlines() if l.strip().startswith("actionray train"))
+    line = next(row for row in sweep["out"].splitlines() if row.strip().startswith("actionray train"))
     args = shlex.split(line)[2:]
     overrides = [args[i + 1] for i in range(1, len(args), 2)]
     retrained = load_config(args[0], overrides)

@@ -127,7 +127,7 @@ def _read_ftcl_checkpoint(path: str | Path) -> dict:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such checkpoint file") from None
-    except Exception as error:  # pickle/zip errors: not a torch checkpoint, or not weights-only
+    except Exception as error:  # noqa: BLE001 - pickle/zip errors: not a torch checkpoint, or not weights-only
         raise ValueError(f"{path}: not a readable weights-only torch checkpoint ({error})") from None
     if not isinstance(blob, dict) or "model_state_dict" not in blob:
         keys = sorted(blob)[:5] if isinstance(blob, dict) else type(blob).__name__

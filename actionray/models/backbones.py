@@ -81,7 +81,7 @@ def read_state_dict(path: str | Path, *, what: str = "weights") -> dict[str, tor
             f"e.g. torchvision's resnet50-19c8e357.pth, or set model.pretrained: null)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle errors, truncated files, non-tensor payloads
+    except Exception as error:  # noqa: BLE001 - pickle errors, truncated files, non-tensor payloads
         raise ValueError(f"{what}: cannot read {path} as a weights-only torch file: {error}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]

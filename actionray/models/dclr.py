@@ -325,7 +325,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"DCLR checkpoint: file not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle errors, truncated files, non-tensor payloads
+    except Exception as error:  # noqa: BLE001 - pickle errors, truncated files, non-tensor payloads
         raise ValueError(f"DCLR checkpoint: cannot read {path} as a weights-only torch file: {error}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"DCLR checkpoint: {path} holds a {type(obj).__name__}, not a dict")

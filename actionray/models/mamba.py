@@ -21,7 +21,7 @@ def mamba_ssm_available() -> bool:
     """True when the ``mamba_ssm`` CUDA selective-scan kernel can be imported."""
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
-    except Exception:  # ImportError, or a CUDA extension that fails to load
+    except Exception:  # noqa: BLE001 - ImportError, or a CUDA extension that fails to load
         return False
     return True
 

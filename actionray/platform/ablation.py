@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from actionray.platform.config import ConfigError, ExperimentConfig, MethodCatalog, parse_override
-from actionray.search_spaces import apply_dotted, check_key
+from actionray.search_spaces import check_key
 
 # The shipped presets are package data (actionray/ablation_presets/*.yaml): found by name from any folder,
 # including a Ray job's working directory; a user's own preset is given by path.

@@ -10,9 +10,12 @@ import html
 import json
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actionray.platform.config import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Tables made before the metric tags existed (and reports of such runs) fall back to the classifier metrics.
 LEGACY_METRICS = ("val_top1", "val_top5", "val_mean_class_acc")

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from actionray.platform.config import ConfigError, ExperimentConfig, dumps
 from actionray.platform.report import GROUP_TAG, KIND_TAG, render_sweep, sweep_table
-from actionray.search_spaces import SearchSpace, apply_dotted, expand_value, format_set_value, validate_space
+from actionray.search_spaces import SearchSpace, expand_value, format_set_value, validate_space
 
 DRIVER_CPU = 0.25  # the trial driver only waits on fit(); a whole CPU would starve Ray Data (3.3)
 DRIVER_SLOT = "driver_slot"  # custom resource on the head node of cluster.yaml

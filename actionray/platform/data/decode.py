@@ -147,7 +147,7 @@ class VideoClipReader:
         unique, inverse = np.unique(indices, return_inverse=True)
         try:
             frames = self._reader.get_batch(unique.tolist()).asnumpy()
-        except Exception as error:  # decord raises bare DECORDError/RuntimeError on corrupt packets
+        except Exception as error:  # noqa: BLE001 - decord raises bare DECORDError/RuntimeError on corrupt packets
             raise DecodeError(self.path, f"decoding frames failed: {str(error).splitlines()[0]}") from None
         if frames.shape[0] != unique.size:
             raise DecodeError(self.path, f"decoder returned {frames.shape[0]} frames, asked for {unique.size}")
@@ -159,7 +159,7 @@ class VideoClipReader:
         if reader is not None:
             try:
                 reader.seek(0)
-            except Exception:  # a reader on a broken file may fail to seek; it is dropped anyway
+            except Exception:  # noqa: BLE001 - a reader on a broken file may fail to seek; it is dropped anyway
                 pass
 
     def __enter__(self) -> "VideoClipReader":

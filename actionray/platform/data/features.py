@@ -214,7 +214,7 @@ def _check_array(npy: Path, feature_dim: int, entry: Mapping[str, Any] | None, t
         return ["missing"]
     try:
         arr = np.load(npy, allow_pickle=False)
-    except Exception as error:  # truncated or not an .npy at all
+    except Exception as error:  # noqa: BLE001 - truncated or not an .npy at all
         return [f"unreadable ({type(error).__name__}: {error})"]
     if arr.ndim != 2 or arr.shape[1] != feature_dim or arr.shape[0] == 0:
         return [f"shape {arr.shape}, expected (L, {feature_dim}) with L >= 1"]
