@@ -117,7 +117,11 @@ def test_every_shipped_config_loads(path, workdir):
     cfg = load_config(path)
     assert cfg.name == path.stem
     stem = path.stem.removeprefix("demo_")
-    if stem.startswith("dclr_"):  # dclr_{pretrain,finetune,probe}_<data>, demo_dclr_{pretrain,probe}
+    parts = stem.split("_")
+    if "claim" in parts:  # demo_<method>_claim, or demo_<method>_claim_<stage method> (actionray demo NAME)
+        at = parts.index("claim")
+        expected = parts[at + 1] if at + 1 < len(parts) else parts[at - 1]
+    elif stem.startswith("dclr_"):  # dclr_{pretrain,finetune,probe}_<data>, demo_dclr_{pretrain,probe}
         expected = {"pretrain": "dclr", "finetune": "dclr_downstream", "probe": "dclr_downstream"}[stem.split("_")[1]]
     else:
         expected = path.stem.split("_")[-1 if path.stem.startswith("demo_") else 0]
