@@ -82,6 +82,7 @@ class ClaimResult:
     wall_s: float = 0.0
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    complete: bool = True  # False in the record a demo writes after each seed (a stopped run keeps its seeds)
 
     @classmethod
     def decide(cls, demo: str, claim: str, arms: list[Arm], winner: str, **kwargs: Any) -> "ClaimResult":
@@ -115,7 +116,7 @@ class ClaimResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"demo": self.demo, "claim": self.claim, "rule": self.rule, "winner": self.winner,
-                "holds": self.holds, "comparisons": self.comparisons, "wall_s": self.wall_s,
+                "holds": self.holds, "complete": self.complete, "comparisons": self.comparisons, "wall_s": self.wall_s,
                 "arms": [a.to_json() for a in self.arms], "settings": self.settings, "notes": self.notes}
 
     def write(self, path: str | Path) -> Path:

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> ClaimResult:
     _log("probe clips: " + ", ".join(f"{s} {c[0].shape[0]} videos" for s, c in clips.items()))
 
     seeds = list(range(args.seeds or DEFAULT_SEEDS))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp, started = time.strftime("%Y%m%d-%H%M%S"), time.perf_counter()
     arms = {name: Arm(name, "linear-probe test top-1") for name in ("DCLR", "MoCo (vv only)", "random encoder")}
     for seed in seeds:
         for name, extra in (("DCLR", []), ("MoCo (vv only)", MOCO)):
@@ -110,6 +110,10 @@ def run(args: argparse.Namespace) -> ClaimResult:
                                    weight_decay=probe["weight_decay"])
         _log(f"seed {seed}: random encoder: probe val {100 * probe['val_top1']:.1f}% "
              f"test {100 * probe['test_top1']:.1f}%")
+        if args.json and seed != seeds[-1]:  # a stopped run keeps the seeds it finished
+            partial = ClaimResult.decide("dclr", CLAIM, list(arms.values()), "DCLR", complete=False,
+                                         wall_s=time.perf_counter() - started)
+            partial.write(args.json)
     settings = {"config": str(config_dir / "demo_dclr_claim.yaml"), "overrides": overrides, "seeds": seeds,
                 "data": str(data_dir), "probe": {"clips_per_video": PROBE_CLIPS,
                                                  "weight_decays": list(PROBE_WEIGHT_DECAYS),
