@@ -18,7 +18,7 @@ import sys
 import traceback
 
 from actionray import __version__
-from actionray.platform.config import ConfigError
+from actionray.errors import UserError
 from actionray.platform.tune import SweepInterrupted  # light: tune.py imports ray lazily
 
 
@@ -33,9 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Exception class names that mean bad input (exit 2), wherever they were raised (driver or Ray worker).
-BAD_INPUT = frozenset({"ConfigError", "ListFormatError", "TooManySkippedError", "CheckpointError",
-                       "FileNotFoundError", "PermanentTrainingError", "FeatureFileError"})
+# Root errors that mean bad input (exit 2), wherever they were raised (driver or Ray worker).
+BAD_INPUT: tuple[type[BaseException], ...] = (UserError, FileNotFoundError)
+
+
+def is_bad_input(error: BaseException) -> bool:
+    """Whether ``error``'s root cause (:func:`root_error`) is bad input: the command exits 2."""
+    return isinstance(root_error(error), BAD_INPUT)
 
 
 def root_error(error: BaseException) -> BaseException:
@@ -61,8 +65,7 @@ def error_line(error: BaseException) -> str:
     """``error: <message>`` on one line: the whole message of the root error (its lines joined)."""
     root = root_error(error)
     text = " ".join(line.strip() for line in str(root).splitlines() if line.strip()) or type(root).__name__
-    kind = type(root).__name__
-    prefix = "" if kind in BAD_INPUT else f"{kind}: "  # bad-input messages name their file or key already
+    prefix = "" if isinstance(root, BAD_INPUT) else f"{type(root).__name__}: "  # bad input names its file or key
     return f"error: {prefix}{text}"
 
 
@@ -91,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 -- the CLI boundary: one line, the traceback only on request
         if args.debug:
             traceback.print_exc()
-        root = root_error(error)
-        bad_input = type(root).__name__ in BAD_INPUT or isinstance(root, ConfigError)
+        bad_input = is_bad_input(error)
         hint = "" if args.debug or bad_input else "  (--debug shows the traceback)"
         print(error_line(error) + hint, file=sys.stderr)
         return 2 if bad_input else 1

@@ -19,13 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from actionray.errors import UserError
+
 STATE_FILE = "state.pt"
 RUN_INFO = "actionray_run.json"  # in the run folder: MLflow run id, run name, the checkpoint metric (platform.train)
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints and their metrics
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used: the message names the file and says what is wrong."""
 
 

@@ -24,12 +24,14 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, ValidationError, field_validator,
                       model_validator)
 
+from actionray.errors import NoRetryError, UserError
+
 
 if TYPE_CHECKING:
     from actionray.platform.method import Method
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, NoRetryError, ValueError):
     """A config file or override that cannot be used; the message names the file and key path."""
 
 

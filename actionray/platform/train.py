@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from actionray.errors import ActionRayError, NoRetryError, UserError
 from actionray.platform.config import ConfigError, ExperimentConfig
 from actionray.platform.raysession import ensure_ray, set_quiet_env, torch_config
 from actionray.platform.tracking import Tracker, run_label, start_run, write_json_artifact
@@ -159,11 +160,16 @@ def check_resources(cfg: ExperimentConfig) -> None:
 
 
 # Worker errors that a restart from the last checkpoint repeats exactly: Ray Train must not retry them.
-PERMANENT_ERRORS = frozenset({"ConfigError", "ListFormatError", "TooManySkippedError", "FloatingPointError",
-                              "FeatureFileError"})
+# FloatingPointError: the non-finite loss check (a resumed run replays the same batches with the same weights).
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (NoRetryError, FloatingPointError)
 
 
-class PermanentTrainingError(RuntimeError):
+def is_permanent(error: BaseException) -> bool:
+    """Whether a worker error is one a retry cannot fix (:data:`PERMANENT_ERRORS`)."""
+    return isinstance(error, PERMANENT_ERRORS)
+
+
+class PermanentTrainingError(UserError, NoRetryError, RuntimeError):
     """A worker failed with an error a retry cannot fix (:data:`PERMANENT_ERRORS`); carries its full message."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -192,7 +198,7 @@ def _no_retry_callback():
 
         def after_worker_group_poll_status(self, worker_group_status) -> None:
             for error in worker_group_status.errors.values():
-                if type(error).__name__ in PERMANENT_ERRORS:
+                if is_permanent(error):
                     self.permanent = PermanentTrainingError(type(error).__name__, str(error))
                     return
 
@@ -242,7 +248,7 @@ def log_skipped_samples(tracker: Tracker, datasets: dict[str, Any], epochs: rang
     return counts
 
 
-class TrainInterrupted(Exception):
+class TrainInterrupted(ActionRayError):
     """SIGINT/SIGTERM stopped ``fit``; the MLflow run is KILLED and ``run_dir`` keeps every complete checkpoint."""
 
     def __init__(self, signal_name: str, run_dir: Path | None, epochs: int) -> None:

@@ -18,6 +18,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from actionray.errors import ActionRayError
 from actionray.platform.config import ConfigError, ExperimentConfig, dumps
 from actionray.platform.report import GROUP_TAG, KIND_TAG, render_sweep, sweep_table
 from actionray.search_spaces import SearchSpace, expand_value, format_set_value, validate_space
@@ -168,7 +169,7 @@ def open_parent(cfg: ExperimentConfig, group: str, kind: str, tags: dict[str, An
     return start_run(cfg, group, tags={KIND_TAG: kind, GROUP_TAG: group, **tags})
 
 
-class SweepInterrupted(RuntimeError):
+class SweepInterrupted(ActionRayError, RuntimeError):
     """Tune stopped on Ctrl+C / SIGUSR1 with trials unfinished; its state is saved for ``--resume``."""
 
 

@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from actionray.errors import NoRetryError, UserError
+
 __all__ = ["ListFormatError", "VideoRecord", "read_list", "list_lines", "parse_line", "validate_lists",
            "UNKNOWN_FRAMES"]
 
 UNKNOWN_FRAMES = -1  # two-column lines: the frame count is taken from the video at load time
 
 
-class ListFormatError(ValueError):
+class ListFormatError(UserError, NoRetryError, ValueError):
     """A list file line that cannot be used; the message names ``file:line`` and what is wrong."""
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from actionray.errors import ActionRayError
+
 __all__ = ["DecodeError", "decode_clip", "count_frames", "open_video", "VideoClipReader", "scaled_size",
            "check_decord_distribution", "decord_distributions"]
 
@@ -72,7 +74,7 @@ def check_decord_distribution() -> None:
 check_decord_distribution()
 
 
-class DecodeError(RuntimeError):
+class DecodeError(ActionRayError, RuntimeError):
     """A video or frame folder that cannot be read; carries the ``path`` and the ``reason``."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

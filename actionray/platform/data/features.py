@@ -18,6 +18,8 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
+from actionray.errors import NoRetryError, UserError
+
 __all__ = ["THUMOS14_CLASSES", "SNIPPET_SECONDS", "FeatureSet", "load_feature_set", "feature_set_classes",
            "video_labels", "sample_indices", "epoch_rng", "ftcl_pairs", "check_feature_set", "is_feature_set",
            "check_feature_set_once", "feature_set_digest", "feature_file_problem", "FeatureFileError"]
@@ -31,9 +33,9 @@ _SPLITS = {"train": "split_train.txt", "test": "split_test.txt"}
 CHECK_STAMP = ".actionray_checked.json"  # in the feature set's folder: the digest of the last set that passed
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(UserError, NoRetryError, ValueError):
     """A snippet-feature file a run reads is missing, unreadable, of the wrong shape or holds NaN/inf (the message
-    names the file). Deterministic: a retry reads the same file (platform.train.PERMANENT_ERRORS)."""
+    names the file). Deterministic: a retry reads the same file, so Ray Train does not retry it (NoRetryError)."""
 
 
 def feature_set_classes(gt: Mapping[str, Any]) -> list[str]:

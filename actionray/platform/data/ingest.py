@@ -26,6 +26,7 @@ import ray
 import ray.train
 import torch
 
+from actionray.errors import NoRetryError, UserError
 from actionray.platform.data.monitor import MONITOR_KEY, context_of, monitor_of
 from actionray.platform.data.pipeline import LAYOUT_KEY, RECIPE_KEY, PassLayout, build_clip_dataset, execution_options
 from actionray.platform.data.prefetch import to_device_ahead
@@ -43,7 +44,7 @@ DTYPES = {"video": torch.uint8, "label": torch.int64, "index": torch.int64, "epo
 Batch = dict[str, torch.Tensor]
 
 
-class TooManySkippedError(RuntimeError):
+class TooManySkippedError(UserError, NoRetryError, RuntimeError):
     """More samples were skipped in one pass than ``data.max_skip_fraction`` allows."""
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
+from actionray.errors import UserError
+
 __all__ = [
     "VIDEO_EXTENSIONS",
     "Item",
@@ -34,7 +36,7 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 Format = Literal["video", "frames"]
 
 
-class ListBuildError(ValueError):
+class ListBuildError(UserError, ValueError):
     """An official split file or data tree that cannot be turned into lists; names file:line."""
 
 
