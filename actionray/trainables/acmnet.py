@@ -57,8 +57,16 @@ class SynthFeaturesConfig(Section):
     min_snippets: int = Field(80, ge=3)
     max_snippets: int = Field(240, ge=3)
     instance_snippets: tuple[int, int] = (6, 20)
+    instances: tuple[int, int] = (2, 4)  # instances per class per video
     noise: float = Field(0.5, ge=0.0)
+    multi_label_fraction: float = Field(0.3, ge=0.0, le=1.0)
     seed: int = 0
+    # Ordered sub-phases (0 = one prototype per class; ``synthetic.features`` module docstring).
+    phases: int = Field(0, ge=0)
+    phases_per_class: tuple[int, int] = (2, 4)
+    class_signal: float = Field(0.5, ge=0.0)
+    decoys: float = Field(0.0, ge=0.0, le=1.0)  # chance of a wrong-order hard negative next to an instance
+    decoy_snippets: tuple[int, int] = (4, 12)
 
 
 class WTALConfig(MethodConfig):
@@ -118,17 +126,27 @@ class ACMNetConfig(WTALConfig):
 
 
 def prepare_features(cfg: ExperimentConfig) -> None:
-    """Write the generated feature set of ``method.synth_features`` when ``method.feature_root`` has no gt.json."""
+    """Write the generated feature set of ``method.synth_features`` when ``method.feature_root`` has no gt.json,
+    or (ordered-phase sets, which record their settings in gt.json) when it was written with other settings."""
     synth = getattr(cfg.method, "synth_features", None)
-    if synth is None or (Path(cfg.method.feature_root) / "gt.json").is_file():
+    gt_path = Path(cfg.method.feature_root) / "gt.json"
+    if synth is None:
         return
+    options = dict(num_classes=synth.num_classes, train_videos=synth.train_videos, test_videos=synth.test_videos,
+                   feature_dim=cfg.method.feature_dim, min_snippets=synth.min_snippets,
+                   max_snippets=synth.max_snippets, instances=tuple(synth.instances),
+                   instance_snippets=tuple(synth.instance_snippets), noise=synth.noise,
+                   multi_label_fraction=synth.multi_label_fraction, seed=synth.seed, phases=synth.phases,
+                   phases_per_class=tuple(synth.phases_per_class), class_signal=synth.class_signal,
+                   decoys=synth.decoys, decoy_snippets=tuple(synth.decoy_snippets))
+    if gt_path.is_file():
+        stored = json.loads(gt_path.read_text()).get("synthetic")
+        wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+        if stored is None or all(stored.get(k) == v for k, v in wanted.items()):
+            return  # written by these settings (or a set without recorded settings: kept as it is)
     from actionray.synthetic.features import write_synthetic_feature_set
 
-    write_synthetic_feature_set(cfg.method.feature_root, num_classes=synth.num_classes,
-                                train_videos=synth.train_videos, test_videos=synth.test_videos,
-                                feature_dim=cfg.method.feature_dim, min_snippets=synth.min_snippets,
-                                max_snippets=synth.max_snippets, instance_snippets=synth.instance_snippets,
-                                noise=synth.noise, seed=synth.seed)
+    write_synthetic_feature_set(cfg.method.feature_root, **options)
 
 
 @lru_cache(maxsize=8)
