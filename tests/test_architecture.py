@@ -72,3 +72,17 @@ def test_platform_modules_import_each_other_without_a_circle():
     for node in graph:
         if node not in state:
             visit(node, [node])
+
+
+def _is_ray_private(module: str) -> bool:
+    """``ray._private``, ``ray.train.v2._internal``, or an underscore name imported from a Ray module."""
+    parts = module.split(".")
+    return parts[0] == "ray" and any(part.startswith("_") for part in parts[1:])
+
+
+def test_only_ray_compat_imports_rays_private_modules():
+    allowed = PACKAGE / "platform" / "ray_compat.py"
+    offenders = {module_name(path): sorted(m for m in imports_of(path) if _is_ray_private(m))
+                 for path in PACKAGE.rglob("*.py") if path != allowed}
+    assert {k: v for k, v in offenders.items() if v} == {}
+    assert _is_ray_private("ray.train.torch.config._TorchBackend") and not _is_ray_private("ray.train.torch")

@@ -51,9 +51,10 @@ BATCH = {"ip": "127.0.0.1", "job": "01000000", "is_err": False}  # a forwarded b
 def test_the_filter_wraps_rays_own_printing_handler_and_restores_it():
     """Through Ray's real dispatcher of forwarded worker lines (the handler ``ray.init(log_to_driver=True)`` adds
     is stood in for by a recorder under its name, since the test session runs Ray with log_to_driver off)."""
-    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
-
     from actionray.platform.progress import filter_worker_lines
+    from actionray.platform.ray_compat import worker_stdstream_dispatcher
+
+    dispatcher = worker_stdstream_dispatcher()
 
     printed, terminal = [], Terminal()
 

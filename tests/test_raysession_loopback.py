@@ -134,11 +134,11 @@ def test_local_ray_started_by_ensure_ray_listens_on_loopback_only(tmp_path):
 
 
 def test_the_loopback_switch_holds_only_while_the_instance_starts():
-    from ray._private import ray_constants
+    from actionray.platform.ray_compat import cluster_mode_enabled
 
-    before = ray_constants.ENABLE_RAY_CLUSTER
+    before = cluster_mode_enabled()
     with pytest.raises(RuntimeError, match="start failed"):
         with loopback_node():
-            assert ray_constants.ENABLE_RAY_CLUSTER is False
+            assert cluster_mode_enabled() is False
             raise RuntimeError("start failed")
-    assert ray_constants.ENABLE_RAY_CLUSTER == before  # restored even when ray.init raises
+    assert cluster_mode_enabled() == before  # restored even when ray.init raises

@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Any, Callable, TextIO
 
+from actionray.platform.ray_compat import wrap_worker_line_printer
+
 __all__ = ["ProgressBoard", "StepProgress", "TerminalBar", "filter_worker_lines", "NOISY_ACTORS", "NOISY_TEXT"]
 
 # Ray Train's helper actors on the driver's console: their lines are about Ray's own bookkeeping.
@@ -126,26 +128,16 @@ def keep_line(data: dict[str, Any], line: str) -> bool:
 def filter_worker_lines(bar: TerminalBar | None = None) -> Callable[[], None]:
     """Drop Ray's noise lines from the worker output printed on this driver, and clear ``bar`` before each line.
     Returns a function that restores Ray's own handler."""
-    try:
-        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
-    except ImportError:
-        return lambda: None
-    with dispatcher._lock:
-        original = dict(dispatcher.handlers).get("ray_print_logs")
-    if original is None:  # log_to_driver=False, or a Ray that prints another way
-        return lambda: None
 
-    def filtered(data: dict[str, Any]) -> None:
-        lines = [line for line in data.get("lines", []) if keep_line(data, line)]
-        if not lines:
-            return
-        if bar is not None:
-            bar.clear()
-        original({**data, "lines": lines})
+    def wrap(original: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+        def filtered(data: dict[str, Any]) -> None:
+            lines = [line for line in data.get("lines", []) if keep_line(data, line)]
+            if not lines:
+                return
+            if bar is not None:
+                bar.clear()
+            original({**data, "lines": lines})
 
-    def swap(old: Callable, new: Callable) -> None:
-        with dispatcher._lock:
-            dispatcher.handlers = [(name, new if handler is old else handler) for name, handler in dispatcher.handlers]
+        return filtered
 
-    swap(original, filtered)
-    return lambda: swap(filtered, original)
+    return wrap_worker_line_printer(wrap)

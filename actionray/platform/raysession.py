@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from actionray.platform.config import ExperimentConfig
+from actionray.platform.ray_compat import single_machine_node_ip, torch_backend_api
 
 __all__ = ["QUIET_ENV", "set_quiet_env", "show_ray_progress", "local_num_cpus", "cluster_address", "ensure_ray",
            "loopback_node", "torch_config"]
@@ -90,14 +91,8 @@ def loopback_node() -> Iterator[None]:
     false): we flip that switch for the start only; once started, the node IP comes from the node. Not used for
     ``RAY_ADDRESS`` clusters. torch.distributed's TCPStore (rank-0 Train worker) still binds all interfaces.
     """
-    from ray._private import ray_constants
-
-    saved = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
+    with single_machine_node_ip():
         yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 # -- the torch.distributed rendezvous of a one-node worker group on loopback ----------------------------------------
@@ -115,13 +110,12 @@ def torch_config(timeout_s: int = 1800):
     is pinned to the loopback interface (``GLOO_SOCKET_IFNAME``, unless set); Ray's own
     ``_setup_torch_process_group`` still creates the group. Groups that span nodes get Ray's backend unchanged."""
     from ray.train.torch import TorchConfig
-    from ray.train.torch.config import _TorchBackend
 
-    class LoopbackTorchBackend(_TorchBackend):
+    ray_torch = torch_backend_api()
+
+    class LoopbackTorchBackend(ray_torch.TorchBackend):
         def on_start(self, worker_group, backend_config) -> None:
             import ray
-            from ray.train.torch.config import (V1WorkerGroup, _set_torch_distributed_env_vars,
-                                                _setup_torch_process_group)
 
             nodes = set(worker_group.execute(_node_id))
             backend = backend_config.backend or ("nccl" if worker_group.get_resources_per_worker().get("GPU", 0)
@@ -130,11 +124,11 @@ def torch_config(timeout_s: int = 1800):
                 return super().on_start(worker_group, backend_config)
             port = worker_group.execute_single(0, _serve_loopback_store, backend_config.timeout_s)
             worker_group.execute(_use_loopback_store, port=port, gloo=backend == "gloo")
-            if not isinstance(worker_group, V1WorkerGroup):  # as Ray's on_start: LOCAL_RANK & co. for Train V2
-                worker_group.execute(_set_torch_distributed_env_vars)
-            ray.get([worker_group.execute_single_async(i, _setup_torch_process_group, backend=backend, world_rank=i,
-                                                       world_size=len(worker_group), init_method="env://",
-                                                       timeout_s=backend_config.timeout_s)
+            if not isinstance(worker_group, ray_torch.V1WorkerGroup):  # as Ray's on_start: LOCAL_RANK & co. (V2)
+                worker_group.execute(ray_torch.set_torch_distributed_env_vars)
+            ray.get([worker_group.execute_single_async(i, ray_torch.setup_torch_process_group, backend=backend,
+                                                       world_rank=i, world_size=len(worker_group),
+                                                       init_method="env://", timeout_s=backend_config.timeout_s)
                      for i in range(len(worker_group))])
             worker_group.execute(_agent_store_done)
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 from actionray.errors import ActionRayError, NoRetryError, UserError
 from actionray.platform.config import ConfigError, ExperimentConfig
+from actionray.platform.ray_compat import controller_callback_bases
 from actionray.platform.raysession import ensure_ray, set_quiet_env, torch_config
 from actionray.platform.tracking import Tracker, run_label, start_run, write_json_artifact
 
@@ -190,7 +191,7 @@ def _no_retry_callback():
     python/ray/train/v2/_internal/execution/controller/controller.py, ``_run_controller_hook``). The worker
     errors are read from the poll that precedes the decision.
     """
-    from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
+    ControllerCallback, WorkerGroupCallback = controller_callback_bases()
 
     class StopOnPermanentError(ControllerCallback, WorkerGroupCallback):
         def __init__(self) -> None:
