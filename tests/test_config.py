@@ -38,18 +38,6 @@ def test_the_method_must_be_named():
         build_config({"method": {"name": "nope"}})
 
 
-def test_old_schema_keys_say_where_they_moved():
-    with pytest.raises(ConfigError) as error:
-        build_config({"trainable": "gcnet", "model": {"name": "gcnet", "gtm": True},
-                      "loss": {"ccl": {"enabled": True}}, "optim": {"mamba_lr": 0.03}})
-    message = str(error.value)
-    for moved in ("trainable moved to method.name", "model moved to method", "loss moved to method",
-                  "optim.mamba_lr moved to method.mamba_lr"):
-        assert moved in message
-    with pytest.raises(ConfigError, match="model moved to method"):
-        build_config(TSN, ["model.backbone=resnet18"])
-
-
 def test_checkpoint_metric_must_be_one_the_method_reports():
     assert build_config({**TSN, "train": {"checkpoint_metric": "val_top5"}}).checkpoint_metric == ("val_top5", "max")
     assert build_config(TSN).checkpoint_metric == ("val_top1", "max")  # the method's primary metric

@@ -384,30 +384,6 @@ def apply_dotted_values(tree: dict[str, Any], values: dict[str, Any]) -> dict[st
     return tree
 
 
-# Keys of the schema before methods owned their section (session 7): where each went.
-MOVED = {
-    "trainable": "method.name",
-    "model": "method (model.name -> method.name; every other model.* key -> method.*)",
-    "loss": "method (loss.label_smoothing -> method.label_smoothing, loss.ccl -> method.ccl)",
-    "optim.mamba_lr": "method.mamba_lr",
-}
-
-
-def _moved_keys(tree: dict[str, Any], overrides: list[str]) -> list[str]:
-    """Old-schema keys present in a tree or in overrides, each with where it moved."""
-    found = [key for key in ("trainable", "model", "loss") if key in tree]
-    if isinstance(tree.get("optim"), dict) and "mamba_lr" in tree["optim"]:
-        found.append("optim.mamba_lr")
-    for text in overrides:
-        key = text.split("=", 1)[0].strip()
-        top = key.split(".")[0]
-        if key == "optim.mamba_lr":
-            found.append(key)
-        elif top in ("trainable", "model", "loss"):
-            found.append(top)
-    return [f"{key} moved to {MOVED[key]}" for key in dict.fromkeys(found)]
-
-
 def _allowed_keys(model: type[BaseModel], path: list[str]) -> list[str]:
     """The field names valid at a dotted path (for 'unknown key' messages)."""
     current: Any = model
@@ -508,12 +484,7 @@ def build_config(tree: dict[str, Any], overrides: list[str] | None = None, *, me
                  source: str = "<dict>", base_dir: Path | None = None, resolve: bool = True) -> ExperimentConfig:
     """Validate a config tree plus overrides; relative paths resolve against ``base_dir`` (default: cwd).
 
-    Keys of the old schema (``trainable``, ``model.*``, ``loss.*``, ``optim.mamba_lr``) fail with where they
-    moved; ``train.checkpoint_metric`` must be a metric the method reports."""
-    moved = _moved_keys(tree, overrides or [])
-    if moved:
-        raise ConfigError(f"config {source} uses keys that moved when methods got their own section: "
-                          + "; ".join(moved) + " (docs/adding_a_method.md)")
+    ``train.checkpoint_metric`` must be a metric the method reports."""
     tree = apply_overrides(tree, overrides or [])
     method = _method_section(tree, methods, source)
     try:
