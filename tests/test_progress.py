@@ -43,6 +43,9 @@ def test_ray_trains_internal_actors_are_noise_and_worker_lines_are_not():
     assert not keep_line({"actor_name": "Other"}, "Failed to query Ray Train Controller actor state. Retrying")
     assert keep_line({"actor_name": "RayTrainWorker"}, "[actionray] epoch 1/5 | loss 2.3 | val_top1 12.5%")
     assert keep_line({"actor_name": "TrainController"}, "Detected ready resources for 1 workers in the cluster.")
+    assert not keep_line({"actor_name": "RayTrainWorker"}, "Checkpoint successfully created at: Checkpoint(...)")
+    assert not keep_line({"actor_name": "RayTrainWorker"}, "2026/12/07 INFO mlflow.system_metrics.system_metrics_"
+                                                           "monitor: Started monitoring system metrics.")
 
 
 BATCH = {"ip": "127.0.0.1", "job": "01000000", "is_err": False}  # a forwarded batch's keys besides pid/lines
@@ -102,6 +105,8 @@ def test_train_piped_to_a_file_prints_plain_lines_and_a_summary(synth_videos, tm
     assert done.returncode == 0, both[-3000:]
     assert "\r" not in both and "\x1b[" not in both
     assert "core_worker" not in both and "Running Dataset" not in both and "Progress bars disabled" not in both
+    assert "Checkpoint successfully created" not in both and "Moving model to device" not in both
+    assert "mlflow.system_metrics" not in both and "Creating initial MLflow database tables" not in both
     run_dir = tmp_path / "runs" / "piped"
     result = json.loads((run_dir / "result.json").read_text())
     lines = done.stdout.splitlines()

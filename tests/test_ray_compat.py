@@ -3,6 +3,8 @@ the installed and the pinned Ray versions."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from actionray.platform import ray_compat
@@ -86,3 +88,18 @@ def test_without_the_dispatcher_worker_lines_stay_unfiltered_with_a_warning(monk
     restore = ray_compat.wrap_worker_line_printer(lambda original: original)
     restore()
     assert "worker output is not filtered" in caplog.text
+
+
+def test_rays_token_auth_enabled_notice_is_dropped_and_the_disabled_warning_is_kept(caplog):
+    from actionray.platform.ray_compat import _TOKEN_AUTH_LOGGER, quiet_token_auth_enabled_notice
+
+    quiet_token_auth_enabled_notice()
+    quiet_token_auth_enabled_notice()  # idempotent
+    from ray._private.authentication import authentication_token_setup as setup  # the real logger and messages
+
+    with caplog.at_level(logging.WARNING, logger=_TOKEN_AUTH_LOGGER):
+        setup._warn_token_auth_enabled()
+        setup._warn_token_auth_disabled()
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any(m.startswith("Token authentication is enabled") for m in messages)
+    assert any(m.startswith("Token authentication is disabled") for m in messages)

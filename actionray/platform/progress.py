@@ -31,7 +31,10 @@ NOISY_TEXT = ("Failed to query Ray Train Controller",
               # the controller's core-worker E-line on every fit, about the helper actor's constructor (harmless)
               "Actor with class name: 'PreemptionWatcher'",
               # Ray Data's once-per-process notes when its progress output is off or logged (non-TTY stdout)
-              "Progress bars disabled. To enable", "Progress will be logged because stdout is a non-interactive")
+              "Progress bars disabled. To enable", "Progress will be logged because stdout is a non-interactive",
+              # per-worker bookkeeping of Ray Train and MLflow: every fit, every epoch; the epoch line says it all
+              "Moving model to device", "Checkpoint successfully created at", "Setting up process group for",
+              "mlflow.system_metrics")
 
 
 class ProgressBoard:

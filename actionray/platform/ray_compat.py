@@ -123,3 +123,21 @@ def wrap_worker_line_printer(wrap: Callable[[Callable], Callable]) -> Callable[[
 
     swap(original, wrapped)
     return lambda: swap(wrapped, original)
+
+
+# Ray repo, python/ray/_private/authentication/authentication_token_setup.py: ``ray.init`` of a local instance logs
+# "Token authentication is enabled ..." at WARNING on every start although that is the secure default; its opposite
+# ("... is disabled ...", a real risk) stays visible.
+_TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+class _DropTokenAuthEnabledNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Token authentication is enabled")
+
+
+def quiet_token_auth_enabled_notice() -> None:
+    """Drop Ray's "token authentication is enabled" notice (idempotent); the "disabled" warning still shows."""
+    logger = logging.getLogger(_TOKEN_AUTH_LOGGER)
+    if not any(isinstance(f, _DropTokenAuthEnabledNotice) for f in logger.filters):
+        logger.addFilter(_DropTokenAuthEnabledNotice())

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from actionray.platform.config import ExperimentConfig
-from actionray.platform.ray_compat import single_machine_node_ip, torch_backend_api
+from actionray.platform.ray_compat import quiet_token_auth_enabled_notice, single_machine_node_ip, torch_backend_api
 
 __all__ = ["QUIET_ENV", "set_quiet_env", "show_ray_progress", "local_num_cpus", "cluster_address", "ensure_ray",
            "loopback_node", "torch_config"]
@@ -76,6 +76,7 @@ def ensure_ray(cfg: ExperimentConfig) -> None:
         ray.init(address=address, logging_level=logging.WARNING)
         return
     # address="local" always starts a new instance, even if a stale cluster address file exists (5.4).
+    quiet_token_auth_enabled_notice()
     with loopback_node():
         ray.init(address="local", num_cpus=local_num_cpus(cfg), logging_level=logging.WARNING)
 

@@ -9,6 +9,7 @@ logged after the failure (metrics, artifacts, the final status) is lost for this
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -28,9 +29,12 @@ HTTP_ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUES
 
 
 def configure_http_env() -> dict[str, str]:
-    """Set short MLflow HTTP retry/timeout defaults (user values win); returns the values in effect."""
+    """Set short MLflow HTTP retry/timeout defaults (user values win); returns the values in effect. Also keeps the
+    embedded store's one-time schema messages ("Creating initial MLflow database tables...") off the console."""
     for key, value in HTTP_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return {key: os.environ[key] for key in HTTP_ENV_DEFAULTS}
 
 
