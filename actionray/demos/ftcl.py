@@ -7,7 +7,7 @@ Per seed:
 2. the ``ftcl_ablation`` preset's four cells (``method.use_fsd`` x ``method.use_lcs``) from that checkpoint, same
    pairs, same epochs, same lr; each cell's checkpoint is selected on the holdout videos and tested on the test
    videos. The all-off cell is ACM-Net continued on the FTCL pairs: the baseline of the claim (FTCL repo,
-   main_thu.py ``--without_fsd --without_lcs``, with the clean ACM loss, localization.md section 6 item 1).
+   main_thu.py ``--without_fsd --without_lcs``, with the clean ACM loss: no in-batch pair terms).
 
 The generated set (``actionray.synthetic.features``, ``phases > 0``): each class is a fixed order of 2-3 shared
 phase prototypes, classes come in pairs with the same phases in reverse order, a weak class component, and
