@@ -1,11 +1,11 @@
 """ACM-Net on snippet features (weakly-supervised temporal action localization), stage 1 of the FTCL recipe.
 
-Recipe (FTCL repo, main_thu.py, config/model_config.py; localization.md sections 0 and 2): features (B, 750, 2048)
+Recipe (FTCL repo, main_thu.py, config/model_config.py; docs/models.md): features (B, 750, 2048)
 "random"-sampled per epoch, video-level multi-hot labels, Adam lr 1e-4 with coupled L2 weight decay 5e-5
 (``optim.name: adam``), batch 16, no schedule, no gradient clipping. Loss (``method.loss``):
 - ``clean`` (default): ACM-Net's own loss, branch classification + 2e-3 guide + 5e-5 feature norm (margin 50) +
   2e-4 sparsity. Default because it is ACM-Net as published: the FTCL stage and its "+FSD / +LCS" ablation then
-  start from a baseline that has no pair terms (localization.md section 6 item 1).
+  start from a baseline that has no pair terms (docs/models.md).
 - ``repository``: the FTCL repo's baseline criterion ``ACMLoss`` (utils/net_utils.py), which adds in-batch
   0.1 LCS' + 0.8 FSD' terms; what the README's baseline command trains.
 

@@ -22,7 +22,7 @@ cuts it into epochs of exactly ``steps`` batches. A resumed run rebuilds the wor
 
 Validation (``method.selection``): "holdout" (default, clean) carves ``val_fraction`` of the training videos
 (seeded by ``split_seed``) out of training; "test" validates on the test split, the FTCL repo's best-test-mAP
-protocol (optimistic, localization.md section 6 item 6).
+protocol (optimistic: checkpoints chosen on the data they are scored on; docs/models.md).
 """
 
 from __future__ import annotations
