@@ -98,7 +98,8 @@ def test_frame_folders_hold_one_based_jpegs_for_every_listed_frame(synth_frames)
 
 
 def test_same_seed_gives_identical_decoded_frames_and_other_seed_differs(tmp_path):
-    kwargs = dict(classes=["growing", "striped"], videos_per_class=2, frames=8, size=(32, 32), workers=1)
+    # 64 px wide: decord2 3.4.0 cannot decode some tiny H.264 widths (32, 48, 96 px; docs/performance.md)
+    kwargs = dict(classes=["growing", "striped"], videos_per_class=2, frames=8, size=(64, 32), workers=1)
     a = generate_dataset(tmp_path / "a", seed=3, **kwargs)
     b = generate_dataset(tmp_path / "b", seed=3, **kwargs)
     c = generate_dataset(tmp_path / "c", seed=4, **kwargs)
