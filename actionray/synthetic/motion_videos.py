@@ -18,15 +18,13 @@ A video is drawn from a generator seeded by ``(seed, split, class name, index)``
 
 from __future__ import annotations
 
-import os
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from actionray.synthetic.videos import write_mp4
+from actionray.synthetic.videos import run_jobs, write_mp4
 
 __all__ = ["MOTION_CLASSES", "MotionSet", "generate_motion_set", "render_motion_video"]
 
@@ -125,13 +123,7 @@ def generate_motion_set(out_dir: str | Path, *, videos_per_class: dict[str, int]
                 rel = f"{split}/{name}/{name}_{i + 1:04d}.mp4"
                 jobs.append((str(root / rel), name, frames, size, seed, split, i))
                 lines[split].append(f"{rel} {frames} {label}")
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(_make_one, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
-    else:
-        for job in jobs:
-            _make_one(job)
+    run_jobs(_make_one, jobs, workers)
     lists = {split: root / f"{split}.txt" for split in SPLITS}
     for split, path in lists.items():
         path.write_text("\n".join(lines[split]) + "\n")

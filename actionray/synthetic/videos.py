@@ -312,6 +312,17 @@ def _make_one(job: tuple) -> str:
     return out_path
 
 
+def run_jobs(make: Callable[[tuple], object], jobs: list[tuple], workers: int | None = None) -> None:
+    """Run ``make(job)`` for every job, over ``workers`` processes (default: one per core, at most one per job)."""
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(make, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+    else:
+        for job in jobs:
+            make(job)
+
+
 def generate_dataset(out_dir: str | Path, *, classes: Sequence[str] | None = None, videos_per_class: int = 24,
                      frames: int = 48, size: tuple[int, int] = (128, 96), seed: int = 0,
                      format: Literal["mp4", "frames"] = "mp4", val_fraction: float = 0.25,
@@ -351,13 +362,7 @@ def generate_dataset(out_dir: str | Path, *, classes: Sequence[str] | None = Non
             # the last n_val videos of each class are validation; videos are i.i.d. so any fixed rule works
             (val_lines if i >= videos_per_class - n_val else train_lines).append(f"{rel} {frames} {label}")
 
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(_make_one, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
-    else:
-        for job in jobs:
-            _make_one(job)
+    run_jobs(_make_one, jobs, workers)
 
     train_list, val_list, class_index = root / "train.txt", root / "val.txt", root / "classInd.txt"
     train_list.write_text("\n".join(train_lines) + "\n")
